@@ -1,0 +1,234 @@
+//! The HTTP API: server-to-server push and presence (API key), plugin status, health, metrics,
+//! and dev tokens.
+//!
+//! | route | auth | what |
+//! |---|---|---|
+//! | `POST /api/v1/messages` | API key | deliver `{to, type, content, tenant_id?}` |
+//! | `GET /api/v1/presence/users?user_type=&tenant_id=` | API key | online user ids |
+//! | `GET /api/v1/presence/users/{user_type}/{user_id}?tenant_id=` | API key | one user's sessions |
+//! | `GET /api/v1/plugins` | API key | loaded plugins and their counters |
+//! | `POST /api/v1/dev/token` | none; only with `server.dev_tokens` | sign a token |
+//! | `GET /healthz`, `/readyz`, `/metrics` | none | liveness, readiness, Prometheus |
+
+pub mod error;
+mod target;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
+
+use self::{error::ApiError, target::PushTarget};
+use crate::{auth::Principal, cluster::BrokerState, server::AppState, sessions::UserKey};
+
+/// Routes of the HTTP API.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/messages", post(push))
+        .route("/api/v1/presence/users", get(online_users))
+        .route(
+            "/api/v1/presence/users/{user_type}/{user_id}",
+            get(user_presence),
+        )
+        .route("/api/v1/plugins", get(plugins))
+        .route("/api/v1/dev/token", post(dev_token))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(prometheus))
+}
+
+/// Checks `Authorization: Bearer <api key>` against `api.keys`.
+fn require_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .ok_or_else(|| {
+            ApiError::unauthorized("missing_api_key", "send Authorization: Bearer <api key>")
+        })?;
+    let known = state
+        .config
+        .api
+        .keys
+        .iter()
+        .any(|key| constant_time_eq(key.as_bytes(), given.as_bytes()));
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized("invalid_api_key", "unknown API key"))
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a key matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PushRequest {
+    to: PushTarget,
+    #[serde(rename = "type")]
+    msg_type: String,
+    #[serde(default = "null_content")]
+    content: Box<RawValue>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+fn null_content() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
+}
+
+async fn push(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<PushRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_api_key(&state, &headers)?;
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    if req.msg_type.is_empty() || req.msg_type.len() > crate::envelope::MAX_TYPE_LEN {
+        return Err(ApiError::bad_request(
+            "bad_type",
+            "\"type\" must be 1 to 128 characters",
+        ));
+    }
+    let (target, scope) = req.to.resolve(req.tenant_id)?;
+    let local = state.hub.send(target, scope, req.msg_type, req.content);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "local_deliveries": local })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct OnlineQuery {
+    user_type: u32,
+    tenant_id: Option<String>,
+}
+
+async fn online_users(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<OnlineQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_api_key(&state, &headers)?;
+    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let tenant = q.tenant_id.map(|t| Some(Arc::<str>::from(t)));
+    let users = state
+        .hub
+        .registry
+        .online_users(tenant.as_ref(), q.user_type);
+    Ok(Json(json!({ "users": users })))
+}
+
+#[derive(Deserialize)]
+struct TenantQuery {
+    tenant_id: Option<String>,
+}
+
+async fn user_presence(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((user_type, user_id)): Path<(u32, String)>,
+    Query(q): Query<TenantQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    require_api_key(&state, &headers)?;
+    let key = UserKey {
+        tenant: q.tenant_id.map(Into::into),
+        user_type,
+        user_id: user_id.into(),
+    };
+    let sessions = state.hub.registry.user_sessions(&key);
+    Ok(Json(
+        json!({ "online": sessions > 0, "sessions": sessions }),
+    ))
+}
+
+async fn plugins(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    require_api_key(&state, &headers)?;
+    Ok(Json(state.dispatcher.status()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevTokenRequest {
+    user_id: String,
+    user_type: u32,
+    #[serde(default)]
+    tenant_id: Option<String>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
+}
+
+async fn dev_token(
+    State(state): State<AppState>,
+    body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    if !state.config.server.dev_tokens {
+        return Err(ApiError::not_found(
+            "dev tokens are disabled (server.dev_tokens)",
+        ));
+    }
+    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let principal = Principal {
+        user_id: req.user_id.into(),
+        user_type: req.user_type,
+        tenant_id: req.tenant_id.filter(|t| !t.is_empty()).map(Into::into),
+    };
+    let ttl = Duration::from_secs(req.ttl_secs.unwrap_or(3600).clamp(1, 86_400));
+    let token = state.auth.issue(&principal, ttl).map_err(|e| {
+        tracing::warn!(error = %e, "cannot sign dev token");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing_unavailable",
+            "no signing key is configured",
+        )
+    })?;
+    Ok(Json(json!({ "token": token })))
+}
+
+async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    Json(json!({
+        "status": "ok",
+        "node_id": &*state.hub.node_id,
+        "broker": state.hub.broker.name(),
+        "sessions": state.hub.registry.len(),
+        "users": state.hub.registry.user_count(),
+    }))
+}
+
+async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    let broker = state.hub.broker.state();
+    let plugins = state.dispatcher.ready();
+    let ready = broker != BrokerState::Down && plugins && !state.shutdown.is_cancelled();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({ "ready": ready, "broker": broker, "plugins_loaded": plugins })),
+    )
+}
+
+async fn prometheus(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

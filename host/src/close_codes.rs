@@ -1,0 +1,49 @@
+//! WebSocket close codes the host sends, in one place, with what a client should do.
+//!
+//! | code | name | when | client should |
+//! |---|---|---|---|
+//! | 1000 | normal | the client closed, or `GET /resource/sse/close` | not reconnect |
+//! | 1001 | going away | the host is shutting down | reconnect with backoff (another node) |
+//! | 1007 | invalid payload | a text frame that is not UTF-8 | fix the client |
+//! | 1008 | policy violation | sustained message rate abuse | reconnect later, slower |
+//! | 1009 | message too big | a frame over `server.max_frame_bytes` | send smaller frames |
+//! | 1011 | internal error | the host failed unexpectedly | reconnect with backoff |
+//! | 4000 | idle timeout | nothing received for `server.idle_timeout_secs` | reconnect; keep heartbeats on |
+//! | 4001 | slow consumer | its outbound queue (`server.outbound_queue`) overflowed | reconnect; messages were dropped |
+//! | 4002 | session replaced | a newer connection of the same user (one-session-per-user endpoints) | not reconnect automatically |
+//!
+//! 1xxx codes are the standard ones (RFC 6455 §7.4.1); 4xxx are this host's own.
+
+/// The client or the host ended the session normally.
+pub const NORMAL: u16 = 1000;
+/// The host is shutting down.
+pub const GOING_AWAY: u16 = 1001;
+/// A text frame was not valid UTF-8.
+pub const INVALID_PAYLOAD: u16 = 1007;
+/// The client kept exceeding its message rate.
+pub const POLICY_VIOLATION: u16 = 1008;
+/// A frame exceeded the size limit.
+pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The host failed unexpectedly.
+pub const INTERNAL_ERROR: u16 = 1011;
+/// Nothing was received within the idle timeout.
+pub const IDLE_TIMEOUT: u16 = 4000;
+/// The outbound queue overflowed because the client does not read fast enough.
+pub const SLOW_CONSUMER: u16 = 4001;
+/// A newer connection of the same user replaced this one.
+pub const SESSION_REPLACED: u16 = 4002;
+
+/// The reason text sent with a close code.
+pub fn reason(code: u16) -> &'static str {
+    match code {
+        NORMAL => "normal",
+        GOING_AWAY => "host shutting down",
+        INVALID_PAYLOAD => "invalid utf-8",
+        POLICY_VIOLATION => "message rate exceeded",
+        MESSAGE_TOO_BIG => "frame too large",
+        IDLE_TIMEOUT => "idle timeout",
+        SLOW_CONSUMER => "slow consumer",
+        SESSION_REPLACED => "session replaced",
+        _ => "internal error",
+    }
+}

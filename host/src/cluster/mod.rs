@@ -1,0 +1,51 @@
+//! Joining several hosts into a cluster: the [`Broker`] that carries deliveries between nodes.
+//!
+//! - [`local`]: the default; a cluster of one, nothing to install.
+
+pub mod local;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::delivery::{Scope, Target};
+
+/// A delivery as it travels between nodes. Every node delivers it to its own sessions; the
+/// node that published it ignores it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Publication {
+    /// Node id of the publisher.
+    pub origin: String,
+    /// Who it goes to.
+    pub target: Target,
+    /// Which tenants it may reach.
+    pub scope: Scope,
+    /// The message type.
+    pub msg_type: String,
+    /// The content as JSON text.
+    pub content: Box<RawValue>,
+}
+
+/// Health of the link to the other nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BrokerState {
+    /// Single node: nothing to be connected to.
+    Local,
+    /// Connected and subscribed.
+    Up,
+    /// Not connected; local delivery continues, cross-node deliveries are dropped.
+    Down,
+}
+
+/// Carries deliveries between nodes. `publish` never waits: a broker queues internally and
+/// counts what it has to drop.
+pub trait Broker: Send + Sync + 'static {
+    /// Whether other nodes may exist (false for the local broker: nothing is published).
+    fn is_clustered(&self) -> bool;
+    /// Sends a delivery to the other nodes, at most once.
+    fn publish(&self, publication: Publication);
+    /// Current link state, for `/readyz` and metrics.
+    fn state(&self) -> BrokerState;
+    /// Broker name for logs and `/healthz`.
+    fn name(&self) -> &'static str;
+}

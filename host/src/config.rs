@@ -1,0 +1,483 @@
+//! The configuration: a TOML file plus `SWITCHBOARD_<SECTION>__<KEY>` environment overrides.
+//!
+//! Every field has a default that serves a local single node, so an empty file (or no file) is
+//! a valid configuration. Unknown keys are an error that names the key, so a typo never
+//! silently falls back to a default.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment variables that override file settings.
+pub const ENV_PREFIX: &str = "SWITCHBOARD_";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listening socket and connection limits.
+    pub server: ServerConfig,
+    /// How tokens are verified (and signed, for dev tokens).
+    pub auth: AuthConfig,
+    /// Server-to-server HTTP API.
+    pub api: ApiConfig,
+    /// The plugins folder and the sandbox limits of plugin calls.
+    pub plugins: PluginsConfig,
+    /// The message broker that joins several hosts into a cluster.
+    pub cluster: ClusterConfig,
+    /// Client endpoints; each has a path, a transport and a wire profile.
+    pub endpoints: Vec<EndpointConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Open client connections across all endpoints; further upgrades get HTTP 503.
+    pub max_connections: usize,
+    /// Open connections of one user (tenant, user type, user id); further upgrades get 429.
+    pub max_connections_per_user: usize,
+    /// Largest client frame, in bytes; a larger one closes the connection with 1009.
+    pub max_frame_bytes: usize,
+    /// Messages queued for one connection; a client that lets it fill up is closed with 4001.
+    pub outbound_queue: usize,
+    /// Interval of protocol-level pings sent to WebSocket clients, in seconds.
+    pub ping_interval_secs: u64,
+    /// A connection that sends nothing (not even a pong) for this long is closed with 4000.
+    pub idle_timeout_secs: u64,
+    /// Client frames allowed per second per connection (token bucket refill rate).
+    pub messages_per_sec: u32,
+    /// Burst size of the per-connection token bucket.
+    pub messages_burst: u32,
+    /// On shutdown, how long to wait for connections to flush and close, in seconds.
+    pub shutdown_timeout_secs: u64,
+    /// How long a closing connection may take to flush and send its close frame, in seconds.
+    pub close_timeout_secs: u64,
+    /// Serve `POST /api/v1/dev/token`, which signs a token for anyone. Never enable in production.
+    pub dev_tokens: bool,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:48080".parse().expect("valid default address"),
+            max_connections: 19_000,
+            max_connections_per_user: 64,
+            max_frame_bytes: 64 * 1024,
+            outbound_queue: 256,
+            ping_interval_secs: 25,
+            idle_timeout_secs: 75,
+            messages_per_sec: 50,
+            messages_burst: 100,
+            shutdown_timeout_secs: 10,
+            close_timeout_secs: 5,
+            dev_tokens: false,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Shared secret for HS256/384/512 tokens.
+    pub jwt_secret: Option<String>,
+    /// PEM public key for RS*/PS*/ES* tokens (instead of `jwt_secret`).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// PEM private key matching `jwt_public_key_file`, only for `switchboard token`.
+    pub jwt_private_key_file: Option<PathBuf>,
+    /// Accepted algorithms; all must belong to one family (HS, RS/PS or ES).
+    pub algorithms: Vec<String>,
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required `aud`, if set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+    /// Claim holding the user id (string or number).
+    pub user_id_claim: String,
+    /// Claim holding the user type (number, or a name mapped by `user_type_names`).
+    pub user_type_claim: String,
+    /// Claim holding the tenant id (string or number; absent means no tenant).
+    pub tenant_id_claim: String,
+    /// User type of tokens that lack the user type claim; when unset such tokens are rejected.
+    pub default_user_type: Option<u32>,
+    /// Maps user type names found in tokens (e.g. `sys_user`) to numbers.
+    pub user_type_names: std::collections::BTreeMap<String, u32>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key_file: None,
+            jwt_private_key_file: None,
+            algorithms: vec!["HS256".into()],
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+            user_id_claim: "sub".into(),
+            user_type_claim: "user_type".into(),
+            tenant_id_claim: "tenant_id".into(),
+            default_user_type: None,
+            user_type_names: Default::default(),
+        }
+    }
+}
+
+/// `[api]`
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Keys accepted in `Authorization: Bearer <key>` by the server-to-server API.
+    /// Empty: the push and presence API answer 401 to everyone.
+    pub keys: Vec<String>,
+}
+
+/// `[plugins]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginsConfig {
+    /// Folder of `*.wasm` listener components (and optional `NAME.toml` sidecars).
+    pub dir: PathBuf,
+    /// Reload plugins when files in `dir` change.
+    pub watch: bool,
+    /// Quiet period before a burst of file changes is applied, in milliseconds.
+    pub watch_debounce_ms: u64,
+    /// Folder for compiled code; default `<dir>/.cache`.
+    pub cache_dir: Option<PathBuf>,
+    /// Wall-time limit of one plugin call, in milliseconds.
+    pub call_timeout_ms: u64,
+    /// Linear memory cap of one plugin instance, in MiB.
+    pub memory_limit_mb: u64,
+    /// Optional instruction budget (fuel) per call; unset means only the time limit applies.
+    pub fuel: Option<u64>,
+    /// Concurrent calls into one plugin; further calls wait their turn.
+    pub max_concurrent_calls: usize,
+    /// Log lines one plugin may write per second; the excess is counted and dropped.
+    pub log_lines_per_sec: u32,
+    /// Sends one plugin call may make; further sends fail with `forbidden`.
+    pub max_sends_per_call: u32,
+    /// Use the pooling instance allocator (falls back to on-demand when the machine cannot
+    /// reserve its address space).
+    pub pooling: bool,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./plugins"),
+            watch: true,
+            watch_debounce_ms: 200,
+            cache_dir: None,
+            call_timeout_ms: 1000,
+            memory_limit_mb: 128,
+            fuel: None,
+            max_concurrent_calls: 64,
+            log_lines_per_sec: 100,
+            max_sends_per_call: 1000,
+            pooling: true,
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `local` (single node, nothing to install) or `redis`.
+    pub broker: BrokerKind,
+    /// Redis URL for the `redis` broker.
+    pub redis_url: String,
+    /// Cluster name; prefixes every Redis key and channel so clusters can share a Redis.
+    pub name: String,
+    /// This node's id; generated at start when unset.
+    pub node_id: Option<String>,
+    /// Seconds a node's presence entries live in Redis without a refresh.
+    pub presence_ttl_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            broker: BrokerKind::Local,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            name: "switchboard".into(),
+            node_id: None,
+            presence_ttl_secs: 15,
+        }
+    }
+}
+
+/// Which broker joins the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// In-process; a cluster of one.
+    Local,
+    /// Redis pub/sub.
+    Redis,
+}
+
+/// `[[endpoints]]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointConfig {
+    /// URL path, e.g. `/ws`.
+    pub path: String,
+    /// `websocket` or `sse`.
+    #[serde(default = "default_transport")]
+    pub transport: TransportKind,
+    /// Wire profile: `native`, `yudao` or `ruoyi-plus`.
+    #[serde(default)]
+    pub profile: crate::envelope::Profile,
+    /// Message type of plain-text frames (`ruoyi-plus` profile).
+    #[serde(default = "default_text_type")]
+    pub text_type: String,
+    /// One session per user on this endpoint: a new connection closes the older one with 4002.
+    #[serde(default)]
+    pub single_session: bool,
+}
+
+fn default_text_type() -> String {
+    "ruoyi-text".into()
+}
+
+fn default_transport() -> TransportKind {
+    TransportKind::Websocket
+}
+
+/// How clients connect to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// WebSocket, both directions.
+    Websocket,
+    /// Server-sent events down, `POST /api/v1/dispatch` up.
+    Sse,
+}
+
+impl Config {
+    /// Loads `path` (if given) and applies environment overrides from `env`.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?,
+            None => String::new(),
+        };
+        Self::parse(&text, env)
+    }
+
+    /// Parses TOML text and applies environment overrides.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut table: toml::Table = text.parse().context("config is not valid TOML")?;
+        for (name, value) in env {
+            apply_env_override(&mut table, &name, &value)?;
+        }
+        let config: Config = serde_path_to_error(table)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Endpoints in force: the configured ones, or the defaults when none are configured.
+    pub fn effective_endpoints(&self) -> Vec<EndpointConfig> {
+        if !self.endpoints.is_empty() {
+            return self.endpoints.clone();
+        }
+        use crate::envelope::Profile;
+        let ep = |path: &str, transport, profile| EndpointConfig {
+            path: path.into(),
+            transport,
+            profile,
+            text_type: default_text_type(),
+            single_session: false,
+        };
+        vec![
+            ep("/ws", TransportKind::Websocket, Profile::Native),
+            ep("/sse", TransportKind::Sse, Profile::Native),
+            ep("/infra/ws", TransportKind::Websocket, Profile::Yudao),
+            ep(
+                "/resource/websocket",
+                TransportKind::Websocket,
+                Profile::RuoyiPlus,
+            ),
+            ep("/resource/sse", TransportKind::Sse, Profile::RuoyiPlus),
+        ]
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let s = &self.server;
+        for (name, value) in [
+            ("server.max_connections", s.max_connections),
+            (
+                "server.max_connections_per_user",
+                s.max_connections_per_user,
+            ),
+            ("server.max_frame_bytes", s.max_frame_bytes),
+            ("server.outbound_queue", s.outbound_queue),
+            ("server.messages_per_sec", s.messages_per_sec as usize),
+            ("server.messages_burst", s.messages_burst as usize),
+            (
+                "plugins.max_concurrent_calls",
+                self.plugins.max_concurrent_calls,
+            ),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1");
+            }
+        }
+        if self.plugins.call_timeout_ms == 0 || self.plugins.memory_limit_mb == 0 {
+            bail!("plugins.call_timeout_ms and plugins.memory_limit_mb must be at least 1");
+        }
+        let mut paths = std::collections::HashSet::new();
+        for endpoint in &self.endpoints {
+            if !endpoint.path.starts_with('/') {
+                bail!("endpoint path {:?} must start with '/'", endpoint.path);
+            }
+            if !paths.insert(&endpoint.path) {
+                bail!("endpoint path {:?} is configured twice", endpoint.path);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deserializes with the path of the offending key in the error (e.g. `server.lisen`).
+fn serde_path_to_error(table: toml::Table) -> anyhow::Result<Config> {
+    let value = toml::Value::Table(table);
+    Config::deserialize(value).map_err(|e| anyhow::anyhow!("invalid config: {e}"))
+}
+
+/// Applies `SWITCHBOARD_SECTION__KEY=value` to the table. The value is read as a TOML value
+/// when it parses as one (numbers, booleans, arrays), else as a string.
+/// `SWITCHBOARD_ENDPOINTS` replaces the endpoint list with a TOML array of tables.
+fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let parsed = parse_env_value(value);
+    if rest == "ENDPOINTS" {
+        table.insert("endpoints".into(), parsed);
+        return Ok(());
+    }
+    let Some((section, key)) = rest.split_once("__") else {
+        // Not a config override (e.g. SWITCHBOARD_LOG): ignore.
+        return Ok(());
+    };
+    let section = section.to_ascii_lowercase();
+    let key = key.to_ascii_lowercase();
+    let entry = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let Some(section_table) = entry.as_table_mut() else {
+        bail!("{name}: config section `{section}` is not a table");
+    };
+    section_table.insert(key, parsed);
+    Ok(())
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    let doc = format!("v = {value}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").unwrap_or_else(|| value.into()),
+        Err(_) => toml::Value::String(value.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn empty_file_gives_local_defaults() {
+        let c = Config::parse("", []).unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:48080");
+        assert_eq!(c.cluster.broker, BrokerKind::Local);
+        assert_eq!(c.plugins.dir, PathBuf::from("./plugins"));
+        assert_eq!(c.effective_endpoints()[0].path, "/ws");
+    }
+
+    #[test]
+    fn unknown_key_is_named_in_the_error() {
+        let err = Config::parse("[server]\nlisen = \"1.2.3.4:5\"\n", []).unwrap_err();
+        assert!(format!("{err:#}").contains("lisen"), "{err:#}");
+        let err = Config::parse("[servr]\n", []).unwrap_err();
+        assert!(format!("{err:#}").contains("servr"), "{err:#}");
+    }
+
+    #[test]
+    fn env_overrides_file_values_with_typed_values() {
+        let c = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            env(&[
+                ("SWITCHBOARD_SERVER__LISTEN", "127.0.0.1:0"),
+                ("SWITCHBOARD_SERVER__OUTBOUND_QUEUE", "7"),
+                ("SWITCHBOARD_API__KEYS", "[\"k1\", \"k2\"]"),
+                ("SWITCHBOARD_AUTH__JWT_SECRET", "s3cret"),
+                ("SWITCHBOARD_LOG", "debug"),
+                ("OTHER", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 0);
+        assert_eq!(c.server.outbound_queue, 7);
+        assert_eq!(c.api.keys, vec!["k1", "k2"]);
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn unknown_env_key_is_an_error() {
+        let err = Config::parse("", env(&[("SWITCHBOARD_SERVER__NOPE", "1")])).unwrap_err();
+        assert!(format!("{err:#}").contains("nope"), "{err:#}");
+    }
+
+    #[test]
+    fn endpoints_from_file_and_env() {
+        let c = Config::parse("[[endpoints]]\npath = \"/a\"\nprofile = \"yudao\"\n", []).unwrap();
+        assert_eq!(c.effective_endpoints().len(), 1);
+        let c = Config::parse(
+            "",
+            env(&[(
+                "SWITCHBOARD_ENDPOINTS",
+                "[{path = \"/x\", transport = \"sse\"}]",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(c.endpoints[0].transport, TransportKind::Sse);
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        assert!(Config::parse("[server]\noutbound_queue = 0\n", []).is_err());
+        assert!(Config::parse("[[endpoints]]\npath = \"ws\"\n", []).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! Generated bindings for the plugin world, kept apart from hand-written code.
+#![expect(
+    missing_docs,
+    reason = "generated from the WIT, whose doc comments are the documentation"
+)]
+
+wasmtime::component::bindgen!({
+    path: "../guest-sdk/wit",
+    world: "plugin",
+    exports: { default: async },
+});

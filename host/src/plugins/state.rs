@@ -1,0 +1,50 @@
+//! What a plugin call's `Store` holds: WASI (no files, no network, no env), the memory
+//! limiter, the deadline, and the plugin's environment for the host imports.
+
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
+
+use parking_lot::Mutex;
+use wasmtime::{StoreLimits, component::ResourceTable};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::sidecar::Capabilities;
+use crate::{delivery::Hub, transport::rate::TokenBucket};
+
+/// What the host imports of one plugin can reach. Shared by every call of that plugin.
+pub struct PluginEnv {
+    /// `name@version`, for logs and fault reports.
+    pub label: String,
+    /// What the operator granted.
+    pub capabilities: Capabilities,
+    /// Values for `config.get`: this plugin's own, never another's.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// Rate limit of `logging.log`.
+    pub log_budget: Mutex<TokenBucket>,
+    /// Sends made by one call at most.
+    pub max_sends_per_call: u32,
+    /// Where sends go.
+    pub hub: Arc<Hub>,
+}
+
+/// The data of one call's `Store`.
+pub struct CallState {
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limits: StoreLimits,
+    /// When the call must have finished; checked at every epoch tick.
+    pub(super) deadline: Instant,
+    /// Tenant of the session being handled: the scope of `sender.send` and `presence`.
+    pub(super) tenant: Option<Arc<str>>,
+    /// Sends made so far in this call.
+    pub(super) sends: u32,
+    pub(super) env: Arc<PluginEnv>,
+}
+
+impl WasiView for CallState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Wiring: [`run`] takes a bound listener, a configuration and a shutdown future, builds every
+//! part and serves until shutdown. `main` only parses the command line, loads the config and
+//! binds, so tests run real servers on `127.0.0.1:0` with a shutdown of their own.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use axum::{Router, routing::get};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    api,
+    auth::Authenticator,
+    cluster::{self, Broker},
+    config::{BrokerKind, Config, TransportKind},
+    delivery::Hub,
+    dispatch::Dispatcher,
+    plugins::PluginHost,
+    sessions::Registry,
+    transport,
+};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Verifies client tokens.
+    pub auth: Arc<Authenticator>,
+    /// Delivery to local sessions and the cluster.
+    pub hub: Arc<Hub>,
+    /// Routes client messages to listeners.
+    pub dispatcher: Arc<dyn Dispatcher>,
+    /// One permit per open connection: `server.max_connections`.
+    pub connections: Arc<Semaphore>,
+    /// Cancelled when the host starts shutting down; every session's closer is a child.
+    pub shutdown: CancellationToken,
+    /// Connection tasks, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Source of session ids.
+    session_counter: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// A session id unique in the cluster: `<node id>-<counter>`.
+    pub fn next_session_id(&self) -> Arc<str> {
+        let n = self.session_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.hub.node_id).into()
+    }
+}
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
+                0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by an embedding program); then
+            // this handle renders an empty page rather than failing the host.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+fn node_id(config: &Config) -> Arc<str> {
+    match &config.cluster.node_id {
+        Some(id) => id.as_str().into(),
+        None => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            id[..12].into()
+        }
+    }
+}
+
+/// Builds the application router for `state`.
+pub fn app(state: AppState) -> Router {
+    let mut router = api::routes();
+    for endpoint in state.config.effective_endpoints() {
+        let path = endpoint.path.clone();
+        let transport = endpoint.transport;
+        let endpoint = axum::Extension(Arc::new(endpoint));
+        router = match transport {
+            TransportKind::Websocket => {
+                router.route(&path, get(transport::ws::upgrade).layer(endpoint))
+            }
+            // SSE endpoints are served by the SSE transport once it is configured.
+            TransportKind::Sse => router,
+        };
+    }
+    router
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves on `listener` until `shutdown` resolves, then closes every session with 1001 and
+/// returns within `server.shutdown_timeout_secs`.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let auth = Arc::new(Authenticator::new(&config.auth).context("auth config")?);
+    let node_id = node_id(&config);
+    let registry = Registry::new(config.server.max_connections_per_user);
+    let broker: Arc<dyn Broker> = match config.cluster.broker {
+        BrokerKind::Local => Arc::new(cluster::local::LocalBroker),
+        BrokerKind::Redis => anyhow::bail!("the redis broker is not available in this build"),
+    };
+    let hub = Arc::new(Hub {
+        registry,
+        broker,
+        node_id: node_id.clone(),
+    });
+    let plugins = PluginHost::start(&config.plugins, hub.clone())
+        .await
+        .context("starting the plugin host")?;
+    let state = AppState {
+        config: config.clone(),
+        auth,
+        hub,
+        dispatcher: plugins.clone(),
+        connections: Arc::new(Semaphore::new(config.server.max_connections)),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        metrics: metrics_handle(),
+        session_counter: Arc::new(AtomicU64::new(1)),
+    };
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, node_id = %node_id, "switchboard listening");
+
+    let token = state.shutdown.clone();
+    let tracker = state.tracker.clone();
+    let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
+        let token = token.clone();
+        async move { token.cancelled().await }
+    });
+    let server = tokio::spawn(async move { serve.await });
+    shutdown.await;
+    tracing::info!("shutting down: closing sessions with 1001");
+    // Cancelling the root token closes every session (their closers are children).
+    token.cancel();
+    tracker.close();
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!("sessions did not close within {grace:?}; exiting anyway");
+    }
+    plugins.stop();
+    match tokio::time::timeout(Duration::from_secs(1), server).await {
+        Ok(joined) => joined.context("server task")?.context("server")?,
+        Err(_) => tracing::warn!("HTTP server did not stop within 1s after sessions closed"),
+    }
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! The session registry: every open connection of this node, by id and by
+//! (tenant, user type, user id). One user may hold many sessions.
+//!
+//! Registration returns a [`Registered`] guard that unregisters on drop, so a session leaves
+//! the registry on every kind of disconnect (close, error, timeout, shutdown, panic).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, Ordering},
+    },
+};
+
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::Principal, close_codes, config::TransportKind, delivery::Outbound, envelope::Profile,
+};
+
+/// One item of a session's outbound queue.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A delivered message, encoded per profile on first use.
+    Message(Arc<Outbound>),
+    /// A reply already encoded for this session (pong, error envelope).
+    Text(Utf8Bytes),
+}
+
+/// One open connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique in the cluster: `<node id>-<counter>`.
+    pub id: Arc<str>,
+    /// Who is connected.
+    pub principal: Principal,
+    /// How frames are encoded for this client.
+    pub profile: Profile,
+    /// WebSocket or SSE.
+    pub transport: TransportKind,
+    /// Bounded outbound queue; its reader is the connection's write loop.
+    queue: mpsc::Sender<Frame>,
+    /// Cancelled to make the connection close (with `close_code`).
+    closer: CancellationToken,
+    /// The close code to send; 0 until someone asks to close (then shutdown's 1001 applies).
+    close_code: AtomicU16,
+}
+
+/// Result of queueing a frame for a session.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// In the queue.
+    Queued,
+    /// The queue was full: the session is being closed as a slow consumer.
+    Overflow,
+    /// The session is already gone.
+    Gone,
+}
+
+impl Session {
+    /// Creates a session and the receiving end of its outbound queue. `closer` should be a
+    /// child of the server's shutdown token.
+    pub fn new(
+        id: Arc<str>,
+        principal: Principal,
+        profile: Profile,
+        transport: TransportKind,
+        queue_len: usize,
+        closer: CancellationToken,
+    ) -> (Arc<Self>, mpsc::Receiver<Frame>) {
+        let (queue, rx) = mpsc::channel(queue_len);
+        let session = Arc::new(Self {
+            id,
+            principal,
+            profile,
+            transport,
+            queue,
+            closer,
+            close_code: AtomicU16::new(0),
+        });
+        (session, rx)
+    }
+
+    /// Queues a frame without waiting. A full queue closes the session: a client that does not
+    /// read must never slow down deliveries to others.
+    pub fn push(&self, frame: Frame) -> Pushed {
+        match self.queue.try_send(frame) {
+            Ok(()) => Pushed::Queued,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.closer.is_cancelled() {
+                    tracing::info!(session = %self.id, "closing slow consumer: outbound queue full");
+                    metrics::counter!("switchboard_slow_consumers_closed_total").increment(1);
+                }
+                metrics::counter!("switchboard_messages_dropped_total", "reason" => "slow_consumer")
+                    .increment(1);
+                self.close(close_codes::SLOW_CONSUMER);
+                Pushed::Overflow
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Pushed::Gone,
+        }
+    }
+
+    /// Asks the connection to close with `code`. The first code asked for wins.
+    pub fn close(&self, code: u16) {
+        let _ = self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        self.closer.cancel();
+    }
+
+    /// Resolves when the session has been asked to close (or the host shuts down).
+    pub async fn closing(&self) {
+        self.closer.cancelled().await
+    }
+
+    /// Whether the session has been asked to close.
+    pub fn is_closing(&self) -> bool {
+        self.closer.is_cancelled()
+    }
+
+    /// The code to close with: the one asked for, else 1001 (host going away).
+    pub fn close_code(&self) -> u16 {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => close_codes::GOING_AWAY,
+            code => code,
+        }
+    }
+
+    fn user_key(&self) -> UserKey {
+        UserKey {
+            tenant: self.principal.tenant_id.clone(),
+            user_type: self.principal.user_type,
+            user_id: self.principal.user_id.clone(),
+        }
+    }
+}
+
+/// A user within a tenant: the key of the per-user index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserKey {
+    /// The tenant (`None`: no tenant).
+    pub tenant: Option<Arc<str>>,
+    /// The user type.
+    pub user_type: u32,
+    /// The user id.
+    pub user_id: Arc<str>,
+}
+
+type Group = (Option<Arc<str>>, u32);
+
+#[derive(Default)]
+struct Index {
+    by_id: HashMap<Arc<str>, Arc<Session>>,
+    by_user: HashMap<UserKey, Vec<Arc<Session>>>,
+    /// Sessions of one (tenant, user type), for user-type fan-out without a scan.
+    by_group: HashMap<Group, HashMap<Arc<str>, Arc<Session>>>,
+}
+
+/// Why a session could not be registered.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegisterError {
+    /// The user already holds the maximum number of sessions.
+    #[error("too many connections for this user (limit {0})")]
+    UserLimit(usize),
+}
+
+/// All open sessions of this node.
+pub struct Registry {
+    index: RwLock<Index>,
+    /// Sessions one user may hold at once on this node.
+    max_per_user: usize,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sessions", &self.len())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(max_per_user: usize) -> Arc<Self> {
+        Arc::new(Self {
+            index: RwLock::new(Index::default()),
+            max_per_user,
+        })
+    }
+
+    /// Adds a session; it stays until the returned guard is dropped.
+    pub fn register(self: &Arc<Self>, session: Arc<Session>) -> Result<Registered, RegisterError> {
+        let key = session.user_key();
+        let mut index = self.index.write();
+        let user_sessions = index.by_user.entry(key.clone()).or_default();
+        if user_sessions.len() >= self.max_per_user {
+            if user_sessions.is_empty() {
+                index.by_user.remove(&key);
+            }
+            return Err(RegisterError::UserLimit(self.max_per_user));
+        }
+        user_sessions.push(session.clone());
+        index
+            .by_group
+            .entry((key.tenant, key.user_type))
+            .or_default()
+            .insert(session.id.clone(), session.clone());
+        index.by_id.insert(session.id.clone(), session.clone());
+        metrics::gauge!("switchboard_sessions").set(index.by_id.len() as f64);
+        Ok(Registered {
+            registry: self.clone(),
+            session,
+        })
+    }
+
+    fn unregister(&self, session: &Session) {
+        let key = session.user_key();
+        let mut index = self.index.write();
+        index.by_id.remove(&session.id);
+        if let Some(list) = index.by_user.get_mut(&key) {
+            list.retain(|s| s.id != session.id);
+            if list.is_empty() {
+                index.by_user.remove(&key);
+            }
+        }
+        let group = (key.tenant, key.user_type);
+        if let Some(members) = index.by_group.get_mut(&group) {
+            members.remove(&session.id);
+            if members.is_empty() {
+                index.by_group.remove(&group);
+            }
+        }
+        metrics::gauge!("switchboard_sessions").set(index.by_id.len() as f64);
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        self.index.read().by_id.len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of distinct users with a session.
+    pub fn user_count(&self) -> usize {
+        self.index.read().by_user.len()
+    }
+
+    /// A session by id.
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.index.read().by_id.get(id).cloned()
+    }
+
+    /// Calls `f` for every session of the user.
+    pub fn for_user(&self, key: &UserKey, mut f: impl FnMut(&Arc<Session>)) {
+        if let Some(list) = self.index.read().by_user.get(key) {
+            list.iter().for_each(&mut f);
+        }
+    }
+
+    /// Calls `f` for every session of a user type; `tenant` `Some(t)` limits it to one tenant,
+    /// `None` to every tenant.
+    pub fn for_user_type(
+        &self,
+        tenant: Option<&Option<Arc<str>>>,
+        user_type: u32,
+        mut f: impl FnMut(&Arc<Session>),
+    ) {
+        let index = self.index.read();
+        match tenant {
+            Some(t) => {
+                if let Some(members) = index.by_group.get(&(t.clone(), user_type)) {
+                    members.values().for_each(&mut f);
+                }
+            }
+            None => index
+                .by_group
+                .iter()
+                .filter(|((_, ut), _)| *ut == user_type)
+                .flat_map(|(_, m)| m.values())
+                .for_each(&mut f),
+        }
+    }
+
+    /// Calls `f` for every session; `tenant` as in [`Registry::for_user_type`].
+    pub fn for_all(&self, tenant: Option<&Option<Arc<str>>>, mut f: impl FnMut(&Arc<Session>)) {
+        let index = self.index.read();
+        match tenant {
+            Some(t) => index
+                .by_group
+                .iter()
+                .filter(|((gt, _), _)| gt == t)
+                .flat_map(|(_, m)| m.values())
+                .for_each(&mut f),
+            None => index.by_id.values().for_each(&mut f),
+        }
+    }
+
+    /// Ids of the users of a user type that have a session here.
+    pub fn online_users(&self, tenant: Option<&Option<Arc<str>>>, user_type: u32) -> Vec<String> {
+        let mut ids = Vec::new();
+        self.for_user_type(tenant, user_type, |s| {
+            ids.push(s.principal.user_id.to_string())
+        });
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Number of sessions of one user here.
+    pub fn user_sessions(&self, key: &UserKey) -> usize {
+        self.index.read().by_user.get(key).map_or(0, Vec::len)
+    }
+
+    /// Every session, for shutdown.
+    pub fn all(&self) -> Vec<Arc<Session>> {
+        self.index.read().by_id.values().cloned().collect()
+    }
+}
+
+/// Keeps a session registered; unregisters it when dropped.
+#[derive(Debug)]
+pub struct Registered {
+    registry: Arc<Registry>,
+    session: Arc<Session>,
+}
+
+impl Registered {
+    /// The registered session.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.unregister(&self.session);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(id: &str, tenant: Option<&str>, user_type: u32, user: &str) -> Arc<Session> {
+        session_and_queue(id, tenant, user_type, user).0
+    }
+
+    fn session_and_queue(
+        id: &str,
+        tenant: Option<&str>,
+        user_type: u32,
+        user: &str,
+    ) -> (Arc<Session>, mpsc::Receiver<Frame>) {
+        Session::new(
+            id.into(),
+            Principal {
+                user_id: user.into(),
+                user_type,
+                tenant_id: tenant.map(Into::into),
+            },
+            Profile::Native,
+            TransportKind::Websocket,
+            2,
+            CancellationToken::new(),
+        )
+    }
+
+    #[test]
+    fn indexes_follow_guards() {
+        let r = Registry::new(2);
+        let a = r.register(session("a", Some("t1"), 2, "1")).unwrap();
+        let b = r.register(session("b", Some("t1"), 2, "1")).unwrap();
+        let c = r.register(session("c", Some("t2"), 2, "9")).unwrap();
+        assert_eq!(
+            r.register(session("d", Some("t1"), 2, "1")).unwrap_err(),
+            RegisterError::UserLimit(2)
+        );
+        assert_eq!((r.len(), r.user_count()), (3, 2));
+        let t1 = Some(Arc::<str>::from("t1"));
+        assert_eq!(r.online_users(Some(&t1), 2), vec!["1"]);
+        assert_eq!(r.online_users(None, 2), vec!["1", "9"]);
+        let mut n = 0;
+        r.for_all(Some(&t1), |_| n += 1);
+        assert_eq!(n, 2);
+        drop((a, b, c));
+        assert!(r.is_empty());
+        assert_eq!(r.user_count(), 0);
+        assert!(r.index.read().by_group.is_empty());
+    }
+
+    #[test]
+    fn full_queue_closes_with_slow_consumer_code() {
+        let (s, _queue) = session_and_queue("a", None, 1, "1");
+        let frame = || Frame::Text("x".into());
+        assert_eq!(s.push(frame()), Pushed::Queued);
+        assert_eq!(s.push(frame()), Pushed::Queued);
+        assert_eq!(s.push(frame()), Pushed::Overflow);
+        assert!(s.is_closing());
+        assert_eq!(s.close_code(), close_codes::SLOW_CONSUMER);
+    }
+}

@@ -1,0 +1,77 @@
+//! A per-connection token bucket for client messages.
+
+use std::time::Instant;
+
+/// Allows `rate` messages per second with bursts of `burst`.
+#[derive(Debug)]
+pub struct TokenBucket {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    /// Messages refused since the bucket last had a token; past `burst` the client is abusive.
+    strikes: u32,
+}
+
+/// What to do with one message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Handle it.
+    Allow,
+    /// Refuse it with an error.
+    Refuse,
+    /// Refused for too long: close the connection.
+    Abuse,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate: rate as f64,
+            burst: burst as f64,
+            tokens: burst as f64,
+            last: Instant::now(),
+            strikes: 0,
+        }
+    }
+
+    /// Takes a token for one message at time `now`.
+    pub fn take(&mut self, now: Instant) -> Verdict {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.strikes = 0;
+            Verdict::Allow
+        } else {
+            self.strikes += 1;
+            if self.strikes as f64 > self.burst {
+                Verdict::Abuse
+            } else {
+                Verdict::Refuse
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bursts_then_refuses_then_refills() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 3);
+        assert!((0..3).all(|_| b.take(t0) == Verdict::Allow));
+        assert_eq!(b.take(t0), Verdict::Refuse);
+        assert_eq!(b.take(t0 + Duration::from_millis(100)), Verdict::Allow);
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(b.take(t1), Verdict::Refuse);
+        assert_eq!(b.take(t1), Verdict::Refuse);
+        assert_eq!(b.take(t1), Verdict::Refuse);
+        assert_eq!(b.take(t1), Verdict::Abuse);
+    }
+}

@@ -1,0 +1,278 @@
+//! The WebSocket transport: upgrade, then one task per connection running a read loop and a
+//! write loop side by side.
+//!
+//! The read loop owns the inbound half: it enforces the rate limit and the idle timeout and
+//! dispatches messages one at a time, in order. The write loop owns the outbound half: it
+//! drains the session's bounded queue (batching frames into one flush), sends protocol pings,
+//! and sends the close frame with the session's close code.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use axum::{
+    extract::{
+        Query, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message},
+    },
+    response::{IntoResponse, Response},
+};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use http::HeaderMap;
+use tokio::{sync::mpsc, time::Instant};
+
+use super::{
+    admit, greet, handle_text,
+    rate::{TokenBucket, Verdict},
+    report,
+};
+use crate::{
+    close_codes,
+    config::EndpointConfig,
+    server::AppState,
+    sessions::{Frame, Session},
+};
+
+/// Frames written per flush at most, so one busy session cannot hog its task.
+const WRITE_BATCH: usize = 64;
+
+/// `GET <endpoint path>` with `Upgrade: websocket`.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let admitted = match admit(&state, &endpoint, &query, &headers) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let max_frame = state.config.server.max_frame_bytes;
+    let mut ws = ws
+        .max_message_size(max_frame)
+        .max_frame_size(max_frame)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_frame.max(64 * 1024) * 4);
+    if let Some(protocol) = admitted.token.protocol.clone() {
+        ws = ws.protocols([protocol]);
+    }
+    let tracker = state.tracker.clone();
+    ws.on_upgrade(move |socket| {
+        // Tracked so shutdown can wait for every connection to flush and close.
+        tracker.track_future(async move {
+            let session = admitted.session().clone();
+            let halves = socket.split();
+            serve(
+                &state,
+                &endpoint,
+                &session,
+                halves,
+                admitted.outbound,
+                admitted.registration,
+            )
+            .await;
+            drop(admitted.permit);
+        })
+    })
+}
+
+/// Runs one connection to its end: greeting, read and write loops side by side, then the
+/// session leaves the registry (dropping `registration`) before the close handshake, which may
+/// take up to `server.close_timeout_secs` with a client that does not read.
+/// Generic over the socket halves so it can be driven by channels in tests.
+pub async fn serve<Si, St, R>(
+    state: &AppState,
+    endpoint: &EndpointConfig,
+    session: &Arc<Session>,
+    (sink, stream): (Si, St),
+    mut outbound: mpsc::Receiver<Frame>,
+    registration: R,
+) where
+    Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let gauge = || metrics::gauge!("switchboard_connections", "transport" => "websocket", "profile" => session.profile.name());
+    gauge().increment(1.0);
+    greet(state, session);
+    state.dispatcher.connected(session.clone()).await;
+    let ping_every = Duration::from_secs(state.config.server.ping_interval_secs.max(1));
+    let ((), sink) = tokio::join!(
+        read_loop(state, endpoint, session, stream),
+        write_loop(session, sink, &mut outbound, ping_every),
+    );
+    // Unregistered first, so listeners see the user's remaining sessions only.
+    drop(registration);
+    state.dispatcher.disconnected(session.clone()).await;
+    gauge().decrement(1.0);
+    if let Some(sink) = sink {
+        let linger = Duration::from_secs(state.config.server.close_timeout_secs);
+        let _ = tokio::time::timeout(linger, close_handshake(session, sink, outbound)).await;
+    }
+}
+
+async fn read_loop<St>(
+    state: &AppState,
+    endpoint: &EndpointConfig,
+    session: &Arc<Session>,
+    mut stream: St,
+) where
+    St: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    let server = &state.config.server;
+    let idle = Duration::from_secs(server.idle_timeout_secs.max(1));
+    let mut bucket = TokenBucket::new(server.messages_per_sec, server.messages_burst);
+    let deadline = tokio::time::sleep(idle);
+    tokio::pin!(deadline);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = session.closing() => return,
+            () = &mut deadline => {
+                session.close(close_codes::IDLE_TIMEOUT);
+                return;
+            }
+            frame = stream.next() => frame,
+        };
+        deadline.as_mut().reset(Instant::now() + idle);
+        let text = match frame {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                report(session, "binary_not_supported", "send text frames", None);
+                continue;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(Message::Close(_))) | None => {
+                session.close(close_codes::NORMAL);
+                return;
+            }
+            Some(Err(e)) => {
+                session.close(close_code_for(e));
+                return;
+            }
+        };
+        match bucket.take(std::time::Instant::now()) {
+            Verdict::Allow => handle_text(state, session, &endpoint.text_type, text.as_str()).await,
+            Verdict::Refuse => {
+                metrics::counter!("switchboard_messages_rate_limited_total").increment(1);
+                report(
+                    session,
+                    "rate_limited",
+                    "message rate exceeded; slow down",
+                    None,
+                );
+            }
+            Verdict::Abuse => {
+                session.close(close_codes::POLICY_VIOLATION);
+                return;
+            }
+        }
+    }
+}
+
+/// The close code for a read error: size and encoding violations have their own codes.
+fn close_code_for(error: axum::Error) -> u16 {
+    use tungstenite::error::{CapacityError, Error as WsError};
+    let inner = error.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(CapacityError::MessageTooLong { .. })) => {
+            close_codes::MESSAGE_TOO_BIG
+        }
+        Some(WsError::Utf8(_)) => close_codes::INVALID_PAYLOAD,
+        _ => {
+            tracing::debug!(error = %inner, "websocket read error");
+            close_codes::NORMAL
+        }
+    }
+}
+
+/// Writes queued frames and pings until the session is asked to close; returns the sink for
+/// the close handshake, or `None` if the socket failed.
+async fn write_loop<Si>(
+    session: &Arc<Session>,
+    mut sink: Si,
+    outbound: &mut mpsc::Receiver<Frame>,
+    ping_every: Duration,
+) -> Option<Si>
+where
+    Si: Sink<Message> + Unpin,
+{
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = session.closing() => return Some(sink),
+            frame = outbound.recv() => match frame {
+                Some(frame) => Some(frame),
+                None => return Some(sink),
+            },
+            _ = ping.tick() => None,
+        };
+        // A write blocked on a client that does not read must not keep the session alive
+        // once it is asked to close (slow consumer, shutdown).
+        let written = tokio::select! {
+            biased;
+            () = session.closing() => return Some(sink),
+            written = async {
+                match first {
+                    Some(frame) => write_batch(session, &mut sink, frame, outbound).await,
+                    None => sink.send(Message::Ping(Default::default())).await,
+                }
+            } => written,
+        };
+        if written.is_err() {
+            session.close(close_codes::NORMAL);
+            return None;
+        }
+    }
+}
+
+/// Sends what is still queued (unless the client is a slow consumer) and the close frame.
+async fn close_handshake<Si>(session: &Session, mut sink: Si, mut outbound: mpsc::Receiver<Frame>)
+where
+    Si: Sink<Message> + Unpin,
+{
+    let code = session.close_code();
+    if code != close_codes::SLOW_CONSUMER {
+        while let Ok(frame) = outbound.try_recv() {
+            if sink.feed(to_message(session, frame)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let close = CloseFrame {
+        code,
+        reason: close_codes::reason(code).into(),
+    };
+    let _ = sink.send(Message::Close(Some(close))).await;
+    let _ = sink.close().await;
+}
+
+async fn write_batch<Si>(
+    session: &Session,
+    sink: &mut Si,
+    first: Frame,
+    outbound: &mut mpsc::Receiver<Frame>,
+) -> Result<(), Si::Error>
+where
+    Si: Sink<Message> + Unpin,
+{
+    sink.feed(to_message(session, first)).await?;
+    let mut written = 1;
+    while written < WRITE_BATCH {
+        match outbound.try_recv() {
+            Ok(frame) => sink.feed(to_message(session, frame)).await?,
+            Err(_) => break,
+        }
+        written += 1;
+    }
+    sink.flush().await?;
+    metrics::counter!("switchboard_messages_out_total").increment(written as u64);
+    Ok(())
+}
+
+fn to_message(session: &Session, frame: Frame) -> Message {
+    match frame {
+        Frame::Message(msg) => Message::Text(msg.encoded(session.profile).clone()),
+        Frame::Text(text) => Message::Text(text),
+    }
+}

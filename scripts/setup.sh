@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need, when it is missing:
+# the wasm32-wasip2 Rust target and a redis-server binary (the cluster tests start their own).
+set -euo pipefail
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    echo "setup: adding the wasm32-wasip2 Rust target"
+    rustup target add wasm32-wasip2
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "setup: installing redis-server"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+fi

@@ -1,0 +1,34 @@
+//! Harness for the end-to-end tests: builds the guest components from source, runs real hosts
+//! on `127.0.0.1:0` with their own shutdown, and talks to them over real sockets.
+//!
+//! Waiting is always polling with a deadline, never a fixed sleep.
+
+pub mod client;
+pub mod guests;
+pub mod host;
+
+use std::time::Duration;
+
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it returns `Some`, or panics after `within` with `what`.
+pub async fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut backoff = Duration::from_millis(2);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(50));
+    }
+}
