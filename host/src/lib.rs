@@ -20,6 +20,7 @@
 //! | [`cluster`] | the broker that joins hosts into a cluster |
 //! | [`api`] | the HTTP API: push, presence, plugins, health, metrics |
 //! | [`server`] | [`server::run`]: wires everything into one server |
+//! | [`web`] | the demo web page, embedded in the binary |
 //! | [`cli`] | the `switchboard` command line |
 
 pub mod api;
@@ -35,3 +36,4 @@ pub mod plugins;
 pub mod server;
 pub mod sessions;
 pub mod transport;
+pub mod web;

@@ -94,7 +94,7 @@ fn node_id(config: &Config) -> Arc<str> {
 
 /// Builds the application router for `state`.
 pub fn app(state: AppState) -> Router {
-    let mut router = api::routes();
+    let mut router = api::routes().merge(crate::web::routes());
     for endpoint in state.config.effective_endpoints() {
         let path = endpoint.path.clone();
         let transport = endpoint.transport;

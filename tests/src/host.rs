@@ -147,7 +147,14 @@ impl TestHost {
     /// The Prometheus page.
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.addr);
-        self.http.get(url).send().await.unwrap().text().await.unwrap()
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Sessions open on the host, from `/healthz`.

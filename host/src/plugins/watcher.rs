@@ -1,12 +1,7 @@
 //! Watches the plugins folder and turns file changes into reloads. Changes are debounced, so
 //! a file being copied is read once it is complete.
 
-use std::{
-    collections::BTreeSet,
-    path::Path,
-    sync::Weak,
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::Path, sync::Weak, time::Duration};
 
 use notify::RecursiveMode;
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
