@@ -160,6 +160,8 @@ pub struct PluginsConfig {
     pub watch: bool,
     /// Quiet period before a burst of file changes is applied, in milliseconds.
     pub watch_debounce_ms: u64,
+    /// Re-read the folder this often (seconds) even without file events; 0 turns it off.
+    pub rescan_secs: u64,
     /// Folder for compiled code; default `<dir>/.cache`.
     pub cache_dir: Option<PathBuf>,
     /// Wall-time limit of one plugin call, in milliseconds.
@@ -185,6 +187,7 @@ impl Default for PluginsConfig {
             dir: PathBuf::from("./plugins"),
             watch: true,
             watch_debounce_ms: 200,
+            rescan_secs: 30,
             cache_dir: None,
             call_timeout_ms: 1000,
             memory_limit_mb: 128,
@@ -253,6 +256,10 @@ pub struct EndpointConfig {
     /// One session per user on this endpoint: a new connection closes the older one with 4002.
     #[serde(default)]
     pub single_session: bool,
+    /// Heartbeat interval in seconds: SSE comment heartbeats (default 60); for WebSocket,
+    /// overrides `server.ping_interval_secs`.
+    #[serde(default)]
+    pub heartbeat_secs: Option<u64>,
 }
 
 fn default_text_type() -> String {
@@ -313,6 +320,7 @@ impl Config {
             profile,
             text_type: default_text_type(),
             single_session: false,
+            heartbeat_secs: None,
         };
         vec![
             ep("/ws", TransportKind::Websocket, Profile::Native),

@@ -103,8 +103,12 @@ pub fn app(state: AppState) -> Router {
             TransportKind::Websocket => {
                 router.route(&path, get(transport::ws::upgrade).layer(endpoint))
             }
-            // SSE endpoints are served by the SSE transport once it is configured.
-            TransportKind::Sse => router,
+            TransportKind::Sse => router
+                .route(&path, get(transport::sse::open).layer(endpoint.clone()))
+                .route(
+                    &format!("{}/close", path.trim_end_matches('/')),
+                    get(transport::sse::close).layer(endpoint),
+                ),
         };
     }
     router

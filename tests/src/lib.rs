@@ -6,6 +6,7 @@
 pub mod client;
 pub mod guests;
 pub mod host;
+pub mod sse;
 
 use std::time::Duration;
 

@@ -358,7 +358,7 @@ async fn faulty_plugins_are_contained_and_others_keep_working() {
     let host = TestHost::start_with(
         &["echo", "fault-loop", "fault-memory", "fault-panic"],
         |c| {
-            c.plugins.call_timeout_ms = 300;
+            c.plugins.call_timeout_ms = 1000;
             c.plugins.memory_limit_mb = 32;
         },
     )
@@ -380,11 +380,12 @@ async fn faulty_plugins_are_contained_and_others_keep_working() {
         "{err}"
     );
     assert!(
-        loop_took >= Duration::from_millis(300) && loop_took < Duration::from_secs(3),
+        loop_took >= Duration::from_millis(1000) && loop_took < Duration::from_secs(5),
         "{loop_took:?}"
     );
+    // The bystander was answered while the loop was still running.
     assert!(
-        echo_latency < Duration::from_millis(300),
+        echo_latency < loop_took,
         "bystander waited {echo_latency:?}"
     );
 
@@ -435,27 +436,32 @@ async fn faulty_plugins_are_contained_and_others_keep_working() {
 
 #[tokio::test]
 async fn many_concurrent_loops_do_not_starve_the_host() {
-    let host =
-        TestHost::start_with(&["echo", "fault-loop"], |c| c.plugins.call_timeout_ms = 500).await;
+    let host = TestHost::start_with(&["echo", "fault-loop"], |c| {
+        c.plugins.call_timeout_ms = 2000
+    })
+    .await;
     let mut loopers = Vec::new();
     for i in 0..8 {
         let mut c = host.connect(&format!("l{i}"), 1, None).await;
         c.send("loop", json!(null)).await;
-        loopers.push(c);
+        loopers.push(tokio::spawn(async move {
+            assert_eq!(c.expect("error").await["code"], "listener_fault");
+            Instant::now()
+        }));
     }
     let mut b = host.connect("b", 1, None).await;
-    let started = Instant::now();
     for i in 0..10 {
         b.send("echo", json!(i)).await;
         assert_eq!(b.expect("echo").await, json!(i));
     }
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_millis(500),
-        "10 echoes took {took:?} while 8 loops ran"
-    );
-    for mut c in loopers {
-        assert_eq!(c.expect("error").await["code"], "listener_fault");
+    let echoes_done = Instant::now();
+    for looper in loopers {
+        let stopped = looper.await.unwrap();
+        // Every echo was answered while all eight loops were still running.
+        assert!(
+            echoes_done < stopped,
+            "a loop was stopped before the echoes were served"
+        );
     }
 }
 

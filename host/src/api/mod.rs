@@ -6,10 +6,12 @@
 //! | `POST /api/v1/messages` | API key | deliver `{to, type, content, tenant_id?}` |
 //! | `GET /api/v1/presence/users?user_type=&tenant_id=` | API key | online user ids |
 //! | `GET /api/v1/presence/users/{user_type}/{user_id}?tenant_id=` | API key | one user's sessions |
-//! | `GET /api/v1/plugins` | API key | loaded plugins and their counters |
+//! | `POST /api/v1/dispatch[?session_id=]` | user token | an envelope, dispatched like a WebSocket frame |
+//! | `GET /api/v1/plugins` | API key (full) or user token (names and types) | loaded plugins |
 //! | `POST /api/v1/dev/token` | none; only with `server.dev_tokens` | sign a token |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none | liveness, readiness, Prometheus |
 
+mod dispatch;
 pub mod error;
 mod target;
 
@@ -32,6 +34,7 @@ use crate::{auth::Principal, cluster::BrokerState, server::AppState, sessions::U
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/messages", post(push))
+        .route("/api/v1/dispatch", post(dispatch::dispatch))
         .route("/api/v1/presence/users", get(online_users))
         .route(
             "/api/v1/presence/users/{user_type}/{user_id}",
@@ -155,12 +158,34 @@ async fn user_presence(
     ))
 }
 
+/// Operators (API key) see everything; users (a valid token) see what they can send to.
 async fn plugins(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_api_key(&state, &headers)?;
-    Ok(Json(state.dispatcher.status()))
+    let Err(key_error) = require_api_key(&state, &headers) else {
+        return Ok(Json(state.dispatcher.status()));
+    };
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.get(7..)
+                .filter(|_| v[..7].eq_ignore_ascii_case("bearer "))
+        });
+    match bearer.map(|t| state.auth.verify(t)) {
+        Some(Ok(_)) => {
+            let status = state.dispatcher.status();
+            let summary: Vec<_> = status["plugins"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| json!({ "name": p["name"], "version": p["version"], "message_types": p["message_types"] }))
+                .collect();
+            Ok(Json(json!({ "plugins": summary })))
+        }
+        _ => Err(key_error),
+    }
 }
 
 #[derive(Deserialize)]

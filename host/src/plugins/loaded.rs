@@ -71,6 +71,8 @@ pub struct LoadedPlugin {
     pub file: PathBuf,
     /// SHA-256 of the file, hex.
     pub hash: String,
+    /// Size and modification time of the file when it was read.
+    pub stamp: FileStamp,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
     /// What the plugin said about itself.
@@ -100,6 +102,24 @@ pub struct LoadContext<'a> {
     pub hub: &'a Arc<Hub>,
 }
 
+/// A file's size and modification time: a cheap "has it changed" check before hashing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileStamp {
+    /// The stamp of `path`, if it can be read.
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
 /// SHA-256 of `bytes`, hex.
 pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -124,7 +144,15 @@ impl LoadedPlugin {
                 file.display()
             );
         }
+        let stamp = FileStamp::of(&file);
         let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+        // A file rewritten while it was read is picked up by the next change event.
+        let stamp = stamp
+            .filter(|s| Some(*s) == FileStamp::of(&file))
+            .unwrap_or(FileStamp {
+                len: u64::MAX,
+                modified: None,
+            });
         let sidecar = Sidecar::load(&dir.join(format!("{key}.toml")))?;
         let hash = content_hash(&bytes);
         let engine = cx.runtime.engine.clone();
@@ -151,6 +179,7 @@ impl LoadedPlugin {
             key: key.to_owned(),
             file,
             hash,
+            stamp,
             loaded_at: SystemTime::now(),
             info,
             limits,

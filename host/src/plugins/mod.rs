@@ -29,7 +29,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use futures_util::{FutureExt, future::BoxFuture};
@@ -71,6 +71,8 @@ pub struct PluginHost {
     /// Reloads run one at a time, so two changes cannot race on the route table.
     reload_lock: tokio::sync::Mutex<()>,
     ready: AtomicBool,
+    /// Set by `stop`: background rescans end.
+    stopped: AtomicBool,
     watcher: Mutex<Option<watcher::Watcher>>,
 }
 
@@ -100,6 +102,7 @@ impl PluginHost {
             stats: Mutex::new(HashMap::new()),
             reload_lock: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             watcher: Mutex::new(None),
         });
         if config.watch {
@@ -110,8 +113,12 @@ impl PluginHost {
             )?;
             *host.watcher.lock() = Some(w);
         }
-        for key in plugin_keys(&host.dir)? {
-            host.reload(&key).await;
+        host.reconcile().await;
+        if config.watch && config.rescan_secs > 0 {
+            spawn_rescan(
+                Arc::downgrade(&host),
+                Duration::from_secs(config.rescan_secs),
+            );
         }
         host.ready.store(true, Ordering::Release);
         Ok(host)
@@ -119,7 +126,24 @@ impl PluginHost {
 
     /// Stops watching the folder.
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.watcher.lock().take();
+    }
+
+    /// Brings every plugin in line with the folder: new, changed, deleted and renamed files.
+    pub async fn reconcile(&self) {
+        let mut keys: std::collections::BTreeSet<String> = match plugin_keys(&self.dir) {
+            Ok(keys) => keys.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "cannot list the plugins folder");
+                return;
+            }
+        };
+        keys.extend(self.routes.load().plugins.keys().cloned());
+        keys.extend(self.failures.lock().keys().cloned());
+        for key in keys {
+            self.reload(&key).await;
+        }
     }
 
     /// Brings plugin `key` in line with the folder: loads a new or changed `key.wasm`,
@@ -189,13 +213,34 @@ impl PluginHost {
     }
 }
 
-/// Whether `current` is what the folder holds now (same bytes, same sidecar).
+/// Reconciles the folder every `every`, a safety net for file events the OS did not deliver
+/// (e.g. an overflowing inotify queue).
+fn spawn_rescan(host: std::sync::Weak<PluginHost>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tick.tick().await;
+            let Some(host) = host.upgrade() else { return };
+            if host.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            host.reconcile().await;
+        }
+    });
+}
+
+/// Whether `current` is what the folder holds now (same bytes, same sidecar). The file's size
+/// and modification time are compared first, so an unchanged folder is not re-hashed.
 fn unchanged(current: &LoadedPlugin, dir: &Path, key: &str) -> bool {
-    let Ok(bytes) = std::fs::read(dir.join(format!("{key}.wasm"))) else {
-        return false;
-    };
+    let file = dir.join(format!("{key}.wasm"));
     let sidecar = sidecar::Sidecar::load(&dir.join(format!("{key}.toml")));
-    loaded::content_hash(&bytes) == current.hash && sidecar.is_ok_and(|s| s == current.sidecar)
+    if !sidecar.is_ok_and(|s| s == current.sidecar) {
+        return false;
+    }
+    if loaded::FileStamp::of(&file).is_some_and(|stamp| stamp == current.stamp) {
+        return true;
+    }
+    std::fs::read(&file).is_ok_and(|bytes| loaded::content_hash(&bytes) == current.hash)
 }
 
 /// Stems of the `*.wasm` files in `dir`, sorted.

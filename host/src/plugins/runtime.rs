@@ -100,7 +100,12 @@ impl Runtime {
             if Instant::now() >= ctx.data().deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
-                Ok(UpdateDeadline::Yield(1))
+                // tokio's yield defers the task until the I/O driver has run, so busy plugins
+                // cannot delay socket events for everyone else.
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
             }
         });
         store

@@ -48,9 +48,10 @@ impl Watcher {
         tokio::spawn(async move {
             while let Some(keys) = rx.recv().await {
                 let Some(host) = host.upgrade() else { return };
-                for key in keys {
-                    host.reload(&key).await;
-                }
+                // Event paths are hints: a rename followed by a delete may be reported under
+                // the file's old name, so every change reconciles the whole folder.
+                tracing::debug!(?keys, "plugin folder changed");
+                host.reconcile().await;
             }
         });
         Ok(Self {
@@ -59,14 +60,11 @@ impl Watcher {
     }
 }
 
-/// The plugin a changed path belongs to: `NAME` for `dir/NAME.wasm` and `dir/NAME.toml`.
+/// The name of a changed entry directly inside `dir`.
 fn plugin_key(dir: &Path, path: &Path) -> Option<String> {
     let parent = path.parent()?;
     if parent != dir && parent.canonicalize().ok()?.as_path() != dir {
         return None;
     }
-    match path.extension()?.to_str()? {
-        "wasm" | "toml" => path.file_stem()?.to_str().map(str::to_owned),
-        _ => None,
-    }
+    path.file_name()?.to_str().map(str::to_owned)
 }

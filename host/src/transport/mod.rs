@@ -3,8 +3,10 @@
 //! file of its own.
 //!
 //! - [`ws`]: WebSocket, both directions.
+//! - [`sse`]: server-sent events down; `POST /api/v1/dispatch` up.
 
 pub mod rate;
+pub mod sse;
 pub mod ws;
 
 use std::{collections::HashMap, sync::Arc};

@@ -95,7 +95,10 @@ pub async fn serve<Si, St, R>(
     gauge().increment(1.0);
     greet(state, session);
     state.dispatcher.connected(session.clone()).await;
-    let ping_every = Duration::from_secs(state.config.server.ping_interval_secs.max(1));
+    let ping_every = endpoint
+        .heartbeat_secs
+        .unwrap_or(state.config.server.ping_interval_secs);
+    let ping_every = Duration::from_secs(ping_every.max(1));
     let ((), sink) = tokio::join!(
         read_loop(state, endpoint, session, stream),
         write_loop(session, sink, &mut outbound, ping_every),
