@@ -51,6 +51,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         registry: Registry::new(4),
         broker: Arc::new(LocalBroker),
         node_id: "bench".into(),
+        presence: None,
     });
     let cx = LoadContext {
         runtime: &runtime,

@@ -114,6 +114,7 @@ pub async fn plugin_check(config: &Config, file: &std::path::Path) -> anyhow::Re
         registry: Registry::new(1),
         broker: Arc::new(LocalBroker),
         node_id: "check".into(),
+        presence: None,
     });
     let cx = LoadContext {
         runtime: &runtime,

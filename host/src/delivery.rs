@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
-    cluster::{Broker, Publication},
+    cluster::{Broker, Publication, presence::ClusterPresence},
     envelope::Profile,
     sessions::{Frame, Pushed, Registry, UserKey},
 };
@@ -176,6 +176,8 @@ pub struct Hub {
     pub broker: Arc<dyn Broker>,
     /// This node's id; session ids start with it.
     pub node_id: Arc<str>,
+    /// Cluster-wide presence (Redis broker); `None`: this node's registry answers alone.
+    pub presence: Option<Arc<ClusterPresence>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -219,13 +221,31 @@ impl Hub {
         deliver_local(&self.registry, &p.target, &p.scope, &msg)
     }
 
-    /// Number of sessions of a user (this node's; cluster presence extends it).
-    pub fn user_sessions(&self, key: &UserKey) -> usize {
+    /// Number of sessions of a user in the cluster. When cluster presence cannot be asked,
+    /// this node's count is the answer (and the degradation is counted).
+    pub async fn user_sessions(&self, key: &UserKey) -> usize {
+        if let Some(presence) = &self.presence {
+            match presence.user_sessions(key).await {
+                Some(n) => return n,
+                None => metrics::counter!("switchboard_presence_degraded_total").increment(1),
+            }
+        }
         self.registry.user_sessions(key)
     }
 
-    /// Ids of the online users of a user type; `tenant` as in [`Registry::for_user_type`].
-    pub fn online_users(&self, tenant: Option<&Option<Arc<str>>>, user_type: u32) -> Vec<String> {
+    /// Ids of the online users of a user type in the cluster; `tenant` as in
+    /// [`Registry::for_user_type`]. Falls back to this node's users like `user_sessions`.
+    pub async fn online_users(
+        &self,
+        tenant: Option<&Option<Arc<str>>>,
+        user_type: u32,
+    ) -> Vec<String> {
+        if let Some(presence) = &self.presence {
+            match presence.online_users(tenant, user_type).await {
+                Some(users) => return users,
+                None => metrics::counter!("switchboard_presence_degraded_total").increment(1),
+            }
+        }
         self.registry.online_users(tenant, user_type)
     }
 

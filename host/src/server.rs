@@ -127,15 +127,52 @@ pub async fn run(
     let auth = Arc::new(Authenticator::new(&config.auth).context("auth config")?);
     let node_id = node_id(&config);
     let registry = Registry::new(config.server.max_connections_per_user);
-    let broker: Arc<dyn Broker> = match config.cluster.broker {
-        BrokerKind::Local => Arc::new(cluster::local::LocalBroker),
-        BrokerKind::Redis => anyhow::bail!("the redis broker is not available in this build"),
+    // Stopped after the sessions have closed, so the cluster hears of their departure.
+    let cluster_stop = CancellationToken::new();
+    let (hub, inbound) = match config.cluster.broker {
+        BrokerKind::Local => {
+            let hub = Hub {
+                registry,
+                broker: Arc::new(cluster::local::LocalBroker),
+                node_id: node_id.clone(),
+                presence: None,
+            };
+            (Arc::new(hub), None)
+        }
+        BrokerKind::Redis => {
+            let client = redis::Client::open(config.cluster.redis_url.as_str())
+                .context("cluster.redis_url")?;
+            let (broker, inbound) = cluster::redis::RedisBroker::start(
+                client.clone(),
+                &config.cluster.name,
+                node_id.clone(),
+                cluster_stop.clone(),
+            )?;
+            let presence = cluster::presence::ClusterPresence::start(
+                &client,
+                &config.cluster.name,
+                node_id.clone(),
+                Duration::from_secs(config.cluster.presence_ttl_secs),
+                registry.clone(),
+                cluster_stop.clone(),
+            )?;
+            let hub = Hub {
+                registry,
+                broker: broker as Arc<dyn Broker>,
+                node_id: node_id.clone(),
+                presence: Some(presence),
+            };
+            (Arc::new(hub), Some(inbound))
+        }
     };
-    let hub = Arc::new(Hub {
-        registry,
-        broker,
-        node_id: node_id.clone(),
-    });
+    if let Some(mut inbound) = inbound {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while let Some(publication) = inbound.recv().await {
+                hub.deliver_publication(publication);
+            }
+        });
+    }
     let plugins = PluginHost::start(&config.plugins, hub.clone())
         .await
         .context("starting the plugin host")?;
@@ -150,8 +187,9 @@ pub async fn run(
         metrics: metrics_handle(),
         session_counter: Arc::new(AtomicU64::new(1)),
     };
+    let state_presence = state.hub.presence.clone();
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, node_id = %node_id, "switchboard listening");
+    tracing::info!(%addr, node_id = %node_id, broker = state.hub.broker.name(), "switchboard listening");
 
     let token = state.shutdown.clone();
     let tracker = state.tracker.clone();
@@ -170,6 +208,10 @@ pub async fn run(
         tracing::warn!("sessions did not close within {grace:?}; exiting anyway");
     }
     plugins.stop();
+    cluster_stop.cancel();
+    if let Some(presence) = &state_presence {
+        presence.leave_now().await;
+    }
     match tokio::time::timeout(Duration::from_secs(1), server).await {
         Ok(joined) => joined.context("server task")?.context("server")?,
         Err(_) => tracing::warn!("HTTP server did not stop within 1s after sessions closed"),

@@ -172,6 +172,8 @@ pub struct Registry {
     index: RwLock<Index>,
     /// Sessions one user may hold at once on this node.
     max_per_user: usize,
+    /// Signalled on every registration and removal (cluster presence writes on it).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -188,6 +190,7 @@ impl Registry {
         Arc::new(Self {
             index: RwLock::new(Index::default()),
             max_per_user,
+            changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -210,6 +213,8 @@ impl Registry {
             .insert(session.id.clone(), session.clone());
         index.by_id.insert(session.id.clone(), session.clone());
         metrics::gauge!("switchboard_sessions").set(index.by_id.len() as f64);
+        drop(index);
+        self.changed.notify_one();
         Ok(Registered {
             registry: self.clone(),
             session,
@@ -234,6 +239,23 @@ impl Registry {
             }
         }
         metrics::gauge!("switchboard_sessions").set(index.by_id.len() as f64);
+        drop(index);
+        self.changed.notify_one();
+    }
+
+    /// Signalled after sessions come or go.
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    /// Every user with their number of sessions here.
+    pub fn user_counts(&self) -> Vec<(UserKey, usize)> {
+        let index = self.index.read();
+        index
+            .by_user
+            .iter()
+            .map(|(k, v)| (k.clone(), v.len()))
+            .collect()
     }
 
     /// Number of open sessions.

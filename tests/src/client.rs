@@ -116,6 +116,14 @@ impl Client {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     }
 
+    /// The next text frame as JSON if one arrives within `within`.
+    pub async fn next_json_within(&mut self, within: std::time::Duration) -> Option<Value> {
+        match tokio::time::timeout(within, self.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str(&t).ok(),
+            _ => None,
+        }
+    }
+
     /// The next message, asserting its type; returns its content.
     pub async fn expect(&mut self, msg_type: &str) -> Value {
         let v = self.next_json().await;

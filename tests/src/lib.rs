@@ -4,6 +4,7 @@
 //! Waiting is always polling with a deadline, never a fixed sleep.
 
 pub mod client;
+pub mod cluster;
 pub mod guests;
 pub mod host;
 pub mod sse;

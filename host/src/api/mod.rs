@@ -128,10 +128,7 @@ async fn online_users(
     require_api_key(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let tenant = q.tenant_id.map(|t| Some(Arc::<str>::from(t)));
-    let users = state
-        .hub
-        .registry
-        .online_users(tenant.as_ref(), q.user_type);
+    let users = state.hub.online_users(tenant.as_ref(), q.user_type).await;
     Ok(Json(json!({ "users": users })))
 }
 
@@ -152,7 +149,7 @@ async fn user_presence(
         user_type,
         user_id: user_id.into(),
     };
-    let sessions = state.hub.registry.user_sessions(&key);
+    let sessions = state.hub.user_sessions(&key).await;
     Ok(Json(
         json!({ "online": sessions > 0, "sessions": sessions }),
     ))

@@ -1,8 +1,12 @@
 //! Joining several hosts into a cluster: the [`Broker`] that carries deliveries between nodes.
 //!
 //! - [`local`]: the default; a cluster of one, nothing to install.
+//! - [`redis`]: Redis pub/sub between nodes.
+//! - [`presence`]: cluster-wide presence kept in Redis.
 
 pub mod local;
+pub mod presence;
+pub mod redis;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

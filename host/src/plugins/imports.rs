@@ -99,17 +99,20 @@ impl sender::Host for CallState {
 }
 
 impl presence::Host for CallState {
-    fn is_online(&mut self, user: types::UserRef) -> bool {
+    async fn is_online(&mut self, user: types::UserRef) -> bool {
         let key = UserKey {
             tenant: self.tenant.clone(),
             user_type: user.user_type,
             user_id: user.user_id.into(),
         };
-        self.env.hub.user_sessions(&key) > 0
+        self.env.hub.user_sessions(&key).await > 0
     }
 
-    fn online_users(&mut self, user_type: u32) -> Vec<String> {
-        self.env.hub.online_users(Some(&self.tenant), user_type)
+    async fn online_users(&mut self, user_type: u32) -> Vec<String> {
+        self.env
+            .hub
+            .online_users(Some(&self.tenant), user_type)
+            .await
     }
 }
 

@@ -1,0 +1,274 @@
+//! Cluster-wide presence in Redis. Each node writes its own users, per (user type, tenant), as
+//! hashes `user id → session count` with a TTL it keeps refreshing, and its heartbeat into the
+//! `<cluster>:nodes` sorted set. Queries read every live node's hashes (this node's answer comes
+//! from its registry, so it is never stale). A node that dies without cleaning up drops out when
+//! its heartbeat is older than the TTL, and its keys expire.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use redis::aio::ConnectionManager;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::sessions::{Registry, UserKey};
+
+/// After a session comes or goes, wait this long for more changes before writing.
+const SYNC_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// This node's presence in Redis, and queries across the cluster.
+pub struct ClusterPresence {
+    con: ConnectionManager,
+    cluster: String,
+    node_id: Arc<str>,
+    ttl: Duration,
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for ClusterPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPresence")
+            .field("node_id", &self.node_id)
+            .finish()
+    }
+}
+
+fn tenant_tag(tenant: &Option<Arc<str>>) -> String {
+    match tenant {
+        Some(t) => format!("t={t}"),
+        None => "-".into(),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl ClusterPresence {
+    /// Starts writing this node's presence: after every registry change (debounced) and every
+    /// third of the TTL. Stops and removes this node's entries when `stop` is cancelled.
+    pub fn start(
+        client: &redis::Client,
+        cluster: &str,
+        node_id: Arc<str>,
+        ttl: Duration,
+        registry: Arc<Registry>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let presence = Arc::new(Self {
+            con: super::redis::connection_manager(client)?,
+            cluster: cluster.to_owned(),
+            node_id,
+            ttl: ttl.max(Duration::from_secs(3)),
+            registry: registry.clone(),
+        });
+        tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
+        Ok(presence)
+    }
+
+    fn nodes_key(&self) -> String {
+        format!("{}:nodes", self.cluster)
+    }
+
+    fn groups_key(&self, node: &str) -> String {
+        format!("{}:presence:{node}:groups", self.cluster)
+    }
+
+    fn group_key(&self, node: &str, user_type: u32, tenant: &Option<Arc<str>>) -> String {
+        format!(
+            "{}:presence:{node}:{user_type}:{}",
+            self.cluster,
+            tenant_tag(tenant)
+        )
+    }
+
+    /// Rewrites this node's entries from the registry, atomically.
+    async fn sync(&self) -> redis::RedisResult<()> {
+        // Group key → (user id, sessions).
+        let mut groups: BTreeMap<String, Vec<(String, usize)>> = BTreeMap::new();
+        for (key, sessions) in self.registry.user_counts() {
+            groups
+                .entry(self.group_key(&self.node_id, key.user_type, &key.tenant))
+                .or_default()
+                .push((key.user_id.to_string(), sessions));
+        }
+        let mut con = self.con.clone();
+        let groups_key = self.groups_key(&self.node_id);
+        let old: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&groups_key)
+            .query_async(&mut con)
+            .await?;
+        let ttl = self.ttl.as_secs().max(1);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in &old {
+            pipe.del(key).ignore();
+        }
+        pipe.del(&groups_key).ignore();
+        for (key, users) in &groups {
+            pipe.hset_multiple(key, users).ignore();
+            pipe.expire(key, ttl as i64).ignore();
+            pipe.sadd(&groups_key, key).ignore();
+        }
+        pipe.expire(&groups_key, ttl as i64).ignore();
+        pipe.zadd(self.nodes_key(), &*self.node_id, now_ms())
+            .ignore();
+        pipe.query_async::<()>(&mut con).await
+    }
+
+    /// Removes this node's entries now, within a second (on shutdown).
+    pub async fn leave_now(&self) {
+        if tokio::time::timeout(Duration::from_secs(1), self.leave())
+            .await
+            .is_err()
+        {
+            tracing::warn!("cluster presence: could not remove this node's entries");
+        }
+    }
+
+    /// Removes this node's entries.
+    async fn leave(&self) -> redis::RedisResult<()> {
+        let mut con = self.con.clone();
+        let groups_key = self.groups_key(&self.node_id);
+        let old: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&groups_key)
+            .query_async(&mut con)
+            .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for key in &old {
+            pipe.del(key).ignore();
+        }
+        pipe.del(&groups_key).ignore();
+        pipe.zrem(self.nodes_key(), &*self.node_id).ignore();
+        pipe.query_async::<()>(&mut con).await
+    }
+
+    /// The other nodes whose heartbeat is younger than the TTL.
+    async fn other_live_nodes(
+        &self,
+        con: &mut ConnectionManager,
+    ) -> redis::RedisResult<Vec<String>> {
+        let since = now_ms().saturating_sub(self.ttl.as_millis() as u64);
+        let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.nodes_key())
+            .arg(since)
+            .arg("+inf")
+            .query_async(con)
+            .await?;
+        Ok(nodes.into_iter().filter(|n| **n != *self.node_id).collect())
+    }
+
+    /// Sessions of a user on every node; `None` when Redis cannot be asked.
+    pub async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
+        let local = self.registry.user_sessions(key);
+        let mut con = self.con.clone();
+        let remote = async {
+            let nodes = self.other_live_nodes(&mut con).await?;
+            let mut pipe = redis::pipe();
+            for node in &nodes {
+                pipe.hget(
+                    self.group_key(node, key.user_type, &key.tenant),
+                    &*key.user_id,
+                );
+            }
+            let counts: Vec<Option<usize>> = pipe.query_async(&mut con).await?;
+            redis::RedisResult::Ok(counts.into_iter().flatten().sum::<usize>())
+        };
+        match tokio::time::timeout(Duration::from_secs(1), remote).await {
+            Ok(Ok(remote)) => Some(local + remote),
+            _ => None,
+        }
+    }
+
+    /// Online users of a user type on every node; `tenant` `None` means every tenant.
+    /// `None` when Redis cannot be asked.
+    pub async fn online_users(
+        &self,
+        tenant: Option<&Option<Arc<str>>>,
+        user_type: u32,
+    ) -> Option<Vec<String>> {
+        let mut users: BTreeSet<String> = self
+            .registry
+            .online_users(tenant, user_type)
+            .into_iter()
+            .collect();
+        let mut con = self.con.clone();
+        let remote = async {
+            let nodes = self.other_live_nodes(&mut con).await?;
+            let keys: Vec<String> = match tenant {
+                Some(t) => nodes
+                    .iter()
+                    .map(|n| self.group_key(n, user_type, t))
+                    .collect(),
+                None => {
+                    let mut pipe = redis::pipe();
+                    for node in &nodes {
+                        pipe.smembers(self.groups_key(node));
+                    }
+                    let groups: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
+                    nodes
+                        .iter()
+                        .zip(groups)
+                        .flat_map(|(node, keys)| {
+                            let prefix = format!("{}:presence:{node}:{user_type}:", self.cluster);
+                            keys.into_iter().filter(move |k| k.starts_with(&prefix))
+                        })
+                        .collect()
+                }
+            };
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.hkeys(key);
+            }
+            let ids: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
+            redis::RedisResult::Ok(ids)
+        };
+        match tokio::time::timeout(Duration::from_secs(1), remote).await {
+            Ok(Ok(ids)) => {
+                users.extend(ids.into_iter().flatten());
+                Some(users.into_iter().collect())
+            }
+            _ => None,
+        }
+    }
+}
+
+async fn sync_loop(presence: Arc<ClusterPresence>, changed: Arc<Notify>, stop: CancellationToken) {
+    let refresh = presence.ttl / 3;
+    let mut failing = false;
+    loop {
+        let sync = tokio::time::timeout(Duration::from_secs(2), presence.sync()).await;
+        match sync {
+            Ok(Ok(())) => {
+                if failing {
+                    tracing::info!("cluster presence: writing again");
+                    failing = false;
+                }
+            }
+            _ => {
+                if !failing {
+                    tracing::warn!("cluster presence: cannot write to redis; retrying");
+                    failing = true;
+                }
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = changed.notified() => {
+                // Let a burst of connects or disconnects settle into one write.
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(SYNC_DEBOUNCE) => {},
+                }
+            }
+            () = tokio::time::sleep(refresh) => {},
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), presence.leave()).await;
+}

@@ -1,0 +1,253 @@
+//! The Redis broker: deliveries travel between nodes over one pub/sub channel,
+//! `<cluster name>:deliveries`.
+//!
+//! Delivery is at most once. `publish` never waits: publications go through a bounded queue to
+//! a publisher task; when the queue is full or Redis is unreachable they are counted in
+//! `switchboard_messages_dropped_total{reason="broker_down"}` and dropped, while local delivery
+//! goes on. The subscriber reconnects with capped exponential backoff and subscribes again
+//! after every reconnect, so cross-node delivery resumes by itself when Redis returns.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, BrokerState, Publication};
+
+/// Publications waiting for the publisher task.
+const PUBLISH_QUEUE: usize = 10_000;
+/// Incoming publications waiting to be delivered locally.
+const INBOUND_QUEUE: usize = 10_000;
+/// Backoff between reconnection attempts: doubles from the first to the last.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+/// How long one Redis command may take before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+/// Joins the node to the others through Redis pub/sub.
+pub struct RedisBroker {
+    outbound: mpsc::Sender<Publication>,
+    /// Subscriber link state: `UP` while subscribed.
+    state: Arc<AtomicU8>,
+}
+
+impl std::fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+/// A connection manager that gives up quickly, so a dead Redis costs a publish at most
+/// [`COMMAND_TIMEOUT`] and never piles up retries.
+pub fn connection_manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(COMMAND_TIMEOUT))
+        .set_response_timeout(Some(COMMAND_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(BACKOFF.1);
+    ConnectionManager::new_lazy_with_config(client.clone(), config)
+}
+
+impl RedisBroker {
+    /// Starts the publisher and subscriber tasks. Publications from other nodes come out of
+    /// the returned receiver; the tasks end when `stop` is cancelled.
+    pub fn start(
+        client: redis::Client,
+        cluster: &str,
+        node_id: Arc<str>,
+        stop: CancellationToken,
+    ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<Publication>)> {
+        let channel = format!("{cluster}:deliveries");
+        let (outbound, outbound_rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
+        let state = Arc::new(AtomicU8::new(DOWN));
+        let publisher = connection_manager(&client)?;
+        tokio::spawn(publish_loop(
+            publisher,
+            channel.clone(),
+            outbound_rx,
+            stop.clone(),
+        ));
+        tokio::spawn(subscribe_loop(
+            client,
+            channel,
+            node_id,
+            inbound_tx,
+            state.clone(),
+            stop,
+        ));
+        Ok((Arc::new(Self { outbound, state }), inbound))
+    }
+}
+
+impl Broker for RedisBroker {
+    fn is_clustered(&self) -> bool {
+        true
+    }
+
+    fn publish(&self, publication: Publication) {
+        if self.state() != BrokerState::Up || self.outbound.try_send(publication).is_err() {
+            metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
+                .increment(1);
+        }
+    }
+
+    fn state(&self) -> BrokerState {
+        match self.state.load(Ordering::Acquire) {
+            UP => BrokerState::Up,
+            _ => BrokerState::Down,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+}
+
+async fn publish_loop(
+    mut con: ConnectionManager,
+    channel: String,
+    mut rx: mpsc::Receiver<Publication>,
+    stop: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let publication = tokio::select! {
+            () = stop.cancelled() => return,
+            p = rx.recv() => match p { Some(p) => p, None => return },
+        };
+        let payload = match serde_json::to_string(&publication) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a publication");
+                continue;
+            }
+        };
+        let sent = tokio::time::timeout(
+            COMMAND_TIMEOUT,
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(payload)
+                .query_async::<i64>(&mut con),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => {
+                metrics::counter!("switchboard_broker_published_total").increment(1);
+                if failing {
+                    tracing::info!("redis broker: publishing again");
+                    failing = false;
+                }
+            }
+            Ok(Err(_)) | Err(_) => {
+                metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
+                    .increment(1);
+                if !failing {
+                    tracing::warn!(
+                        "redis broker: cannot publish; cross-node deliveries are dropped until it recovers"
+                    );
+                    failing = true;
+                }
+            }
+        }
+    }
+}
+
+async fn subscribe_loop(
+    client: redis::Client,
+    channel: String,
+    node_id: Arc<str>,
+    inbound: mpsc::Sender<Publication>,
+    state: Arc<AtomicU8>,
+    stop: CancellationToken,
+) {
+    let mut backoff = BACKOFF.0;
+    let mut was_up: Option<bool> = None;
+    let set_state = |up: bool, was_up: &mut Option<bool>, why: &str| {
+        state.store(if up { UP } else { DOWN }, Ordering::Release);
+        metrics::gauge!("switchboard_broker_up").set(if up { 1.0 } else { 0.0 });
+        // Logged once per change of state, not per attempt.
+        if *was_up != Some(up) {
+            if up {
+                tracing::info!("redis broker: subscribed");
+            } else {
+                tracing::warn!(
+                    reason = why,
+                    "redis broker: down; local delivery continues, retrying"
+                );
+            }
+            *was_up = Some(up);
+        }
+    };
+    while !stop.is_cancelled() {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        let pubsub = tokio::select! {
+            () = stop.cancelled() => return,
+            r = tokio::time::timeout(COMMAND_TIMEOUT * 2, subscribed) => r,
+        };
+        let pubsub = match pubsub {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                set_state(false, &mut was_up, &e.to_string());
+                wait(&stop, &mut backoff).await;
+                continue;
+            }
+            Err(_) => {
+                set_state(false, &mut was_up, "connect timed out");
+                wait(&stop, &mut backoff).await;
+                continue;
+            }
+        };
+        set_state(true, &mut was_up, "");
+        backoff = BACKOFF.0;
+        let mut messages = pubsub.into_on_message();
+        loop {
+            let msg = tokio::select! {
+                () = stop.cancelled() => return,
+                m = messages.next() => m,
+            };
+            let Some(msg) = msg else { break };
+            let Ok(payload) = msg.get_payload::<String>() else {
+                continue;
+            };
+            match serde_json::from_str::<Publication>(&payload) {
+                Ok(p) if *p.origin == *node_id => {}
+                Ok(p) => {
+                    if inbound.try_send(p).is_err() {
+                        metrics::counter!("switchboard_messages_dropped_total", "reason" => "inbound_full")
+                            .increment(1);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "redis broker: ignoring an unreadable publication")
+                }
+            }
+        }
+        set_state(false, &mut was_up, "connection lost");
+        wait(&stop, &mut backoff).await;
+    }
+}
+
+async fn wait(stop: &CancellationToken, backoff: &mut Duration) {
+    tokio::select! {
+        () = stop.cancelled() => {},
+        () = tokio::time::sleep(*backoff) => {},
+    }
+    *backoff = (*backoff * 2).min(BACKOFF.1);
+}

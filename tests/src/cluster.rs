@@ -1,0 +1,240 @@
+//! Real processes for cluster tests: a `redis-server` of the test's own on a free port, and
+//! `switchboard serve` processes joined through it.
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::Duration,
+};
+
+use serde_json::Value;
+
+use crate::{
+    PATIENCE,
+    client::Client,
+    eventually, guests,
+    host::{API_KEY, SECRET, token},
+};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether a `redis-server` binary is on the PATH.
+pub fn redis_available() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A `redis-server` child process.
+pub struct RedisServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port and waits until it answers.
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL): no goodbye to its clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(PATIENCE, "redis to answer PING", async || {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"PING\r\n").await.ok()?;
+            let mut buf = [0u8; 7];
+            s.read_exact(&mut buf).await.ok()?;
+            (&buf == b"+PONG\r\n").then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The `switchboard` binary, built once per test process.
+pub fn host_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // This test runs from <target>/debug/deps/; the binary goes to <target>/debug/.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let target_dir = profile_dir.parent().unwrap().to_path_buf();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "-p",
+                "switchboard",
+                "--bin",
+                "switchboard",
+                "--manifest-path",
+            ])
+            .arg(guests::repo_root().join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the host binary");
+        profile_dir.join("switchboard")
+    })
+    .clone()
+}
+
+/// A `switchboard serve` process.
+pub struct Node {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its node id.
+    pub node_id: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Node {
+    /// Starts a node joined to `redis_url` with the named guests, and waits until ready.
+    pub async fn start(
+        node_id: &str,
+        redis_url: &str,
+        plugins: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins_dir = dir.path().join("plugins");
+        std::fs::create_dir_all(&plugins_dir).unwrap();
+        for name in plugins {
+            std::fs::copy(guests::path(name), plugins_dir.join(format!("{name}.wasm"))).unwrap();
+        }
+        let port = free_port();
+        let mut cmd = Command::new(host_binary());
+        cmd.arg("serve")
+            .env("SWITCHBOARD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SWITCHBOARD_AUTH__JWT_SECRET", SECRET)
+            .env("SWITCHBOARD_API__KEYS", format!("[\"{API_KEY}\"]"))
+            .env("SWITCHBOARD_PLUGINS__DIR", &plugins_dir)
+            .env(
+                "SWITCHBOARD_PLUGINS__CACHE_DIR",
+                guests::guest_target_dir().join("cwasm-cache"),
+            )
+            .env("SWITCHBOARD_CLUSTER__BROKER", "redis")
+            .env("SWITCHBOARD_CLUSTER__REDIS_URL", redis_url)
+            .env("SWITCHBOARD_CLUSTER__NODE_ID", node_id)
+            .env("SWITCHBOARD_LOG", "warn")
+            .stdout(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("switchboard starts");
+        let node = Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            node_id: node_id.to_owned(),
+            child,
+            _dir: dir,
+            http: reqwest::Client::new(),
+        };
+        eventually(PATIENCE * 6, "node to be ready", async || {
+            let r = node.http.get(node.url("/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        })
+        .await;
+        node
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Connects a user to `/ws`.
+    pub async fn connect(&self, user_id: &str, user_type: u32, tenant: Option<&str>) -> Client {
+        let t = token(SECRET, user_id, user_type, tenant, 3600);
+        Client::connect(&format!("ws://{}/ws?token={t}", self.addr), &[])
+            .await
+            .expect("connects")
+    }
+
+    /// `POST /api/v1/messages`.
+    pub async fn push(&self, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/api/v1/messages"))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET path` with the API key.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(API_KEY)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// SIGKILL: the node gets no chance to clean up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
