@@ -20,3 +20,11 @@ CARGO_TARGET_DIR="$guest_target/test-guests" cargo clippy --release --target was
 
 echo "== tests"
 cargo test --workspace "$@"
+
+echo "== browser test"
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+cargo build -p switchboard
+scripts/build-plugins.sh "$target_dir/plugins-dist" >/dev/null
+SWITCHBOARD_BIN="$target_dir/debug/switchboard" SWITCHBOARD_PLUGINS_DIR="$target_dir/plugins-dist" \
+    SWITCHBOARD_SCREENSHOT="${SWITCHBOARD_SCREENSHOT:-$target_dir/browser-screenshot.png}" \
+    tests/browser/run.sh

@@ -181,6 +181,10 @@ async fn plugins(
                 .collect();
             Ok(Json(json!({ "plugins": summary })))
         }
+        // A bearer that is neither a key nor a valid token: say what was wrong with it as a token.
+        Some(Err(token_error)) if bearer.is_some_and(|b| b.contains('.')) => {
+            Err(token_error.into())
+        }
         _ => Err(key_error),
     }
 }
