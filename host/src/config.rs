@@ -56,6 +56,14 @@ pub struct ServerConfig {
     pub shutdown_timeout_secs: u64,
     /// How long a closing connection may take to flush and send its close frame, in seconds.
     pub close_timeout_secs: u64,
+    /// Browser origins allowed to open connections (`Origin` header); empty allows any.
+    /// Requests without an `Origin` (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// Connection handshakes accepted per second across the node (token bucket refill);
+    /// excess handshakes get 429 before the token is even verified.
+    pub handshakes_per_sec: u32,
+    /// Burst size of the handshake token bucket.
+    pub handshakes_burst: u32,
     /// Serve `POST /api/v1/dev/token`, which signs a token for anyone. Never enable in production.
     pub dev_tokens: bool,
     /// Log format: `text` or `json`.
@@ -76,6 +84,9 @@ impl Default for ServerConfig {
             messages_burst: 100,
             shutdown_timeout_secs: 10,
             close_timeout_secs: 5,
+            allowed_origins: Vec::new(),
+            handshakes_per_sec: 2000,
+            handshakes_burst: 4000,
             dev_tokens: false,
             log_format: LogFormat::Text,
         }
@@ -347,6 +358,8 @@ impl Config {
             ("server.outbound_queue", s.outbound_queue),
             ("server.messages_per_sec", s.messages_per_sec as usize),
             ("server.messages_burst", s.messages_burst as usize),
+            ("server.handshakes_per_sec", s.handshakes_per_sec as usize),
+            ("server.handshakes_burst", s.handshakes_burst as usize),
             (
                 "plugins.max_concurrent_calls",
                 self.plugins.max_concurrent_calls,

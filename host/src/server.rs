@@ -42,6 +42,8 @@ pub struct AppState {
     pub dispatcher: Arc<dyn Dispatcher>,
     /// One permit per open connection: `server.max_connections`.
     pub connections: Arc<Semaphore>,
+    /// Node-wide handshake rate: `server.handshakes_per_sec`.
+    pub handshakes: Arc<parking_lot::Mutex<crate::transport::rate::TokenBucket>>,
     /// Cancelled when the host starts shutting down; every session's closer is a child.
     pub shutdown: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
@@ -182,6 +184,12 @@ pub async fn run(
         hub,
         dispatcher: plugins.clone(),
         connections: Arc::new(Semaphore::new(config.server.max_connections)),
+        handshakes: Arc::new(parking_lot::Mutex::new(
+            crate::transport::rate::TokenBucket::new(
+                config.server.handshakes_per_sec,
+                config.server.handshakes_burst,
+            ),
+        )),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         metrics: metrics_handle(),

@@ -543,3 +543,47 @@ async fn cli_token_matches_the_host() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn browser_origins_outside_the_allowlist_get_403() {
+    let host = TestHost::start_with(&["echo"], |c| {
+        c.server.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let url = format!("{}?token={}", host.ws_url("/ws"), host.token("1", 1, None));
+    let refused = Client::connect(&url, &[("origin", "https://evil.example")])
+        .await
+        .err()
+        .expect("foreign origin refused");
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (403, Some("origin_not_allowed"))
+    );
+    let mut c = Client::connect(&url, &[("origin", "https://app.example")])
+        .await
+        .unwrap();
+    assert_echoes(&mut c).await;
+    // Clients that are not browsers send no Origin.
+    let mut c = Client::connect(&url, &[]).await.unwrap();
+    assert_echoes(&mut c).await;
+}
+
+#[tokio::test]
+async fn handshake_floods_get_429() {
+    let host = TestHost::start_with(&["echo"], |c| {
+        c.server.handshakes_per_sec = 1;
+        c.server.handshakes_burst = 2;
+    })
+    .await;
+    let url = format!("{}?token={}", host.ws_url("/ws"), host.token("1", 1, None));
+    let _a = Client::connect(&url, &[]).await.unwrap();
+    let _b = Client::connect(&url, &[]).await.unwrap();
+    let refused = Client::connect(&url, &[])
+        .await
+        .err()
+        .expect("third handshake refused");
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (429, Some("handshake_rate_limited"))
+    );
+}

@@ -58,6 +58,16 @@ pub fn admit(
             "host is shutting down",
         ));
     }
+    check_origin(&state.config.server.allowed_origins, headers)?;
+    if state.handshakes.lock().take(std::time::Instant::now()) != rate::Verdict::Allow {
+        metrics::counter!("switchboard_connections_rejected_total", "reason" => "handshake_rate")
+            .increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "handshake_rate_limited",
+            "too many connection attempts; retry with backoff",
+        ));
+    }
     let token = find_token(query, headers).ok_or(crate::auth::AuthError::Missing)?;
     let principal = state.auth.verify(&token.token)?;
     let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
@@ -97,6 +107,26 @@ pub fn admit(
         permit,
         token,
     })
+}
+
+/// Browsers send `Origin`; with an allowlist configured, other origins get 403.
+fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    if allowed.is_empty()
+        || allowed
+            .iter()
+            .any(|a| a.as_bytes() == origin.as_bytes() || a == "*")
+    {
+        return Ok(());
+    }
+    metrics::counter!("switchboard_connections_rejected_total", "reason" => "origin").increment(1);
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "origin_not_allowed",
+        "this origin may not connect",
+    ))
 }
 
 fn replace_older_sessions(state: &AppState, session: &Session) {
