@@ -587,3 +587,32 @@ async fn handshake_floods_get_429() {
         (429, Some("handshake_rate_limited"))
     );
 }
+
+#[tokio::test]
+async fn invalid_utf8_text_closes_with_1007() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let host = TestHost::start(&["echo"]).await;
+    let mut c = host.connect("1", 1, None).await;
+    let frame = Frame::message(vec![0xff, 0xfe, b'a'], OpCode::Data(Data::Text), true);
+    c.send_message(Message::Frame(frame)).await.unwrap();
+    assert_eq!(c.closed().await, Some(1007));
+}
+
+#[tokio::test]
+async fn a_ping_flood_is_closed_with_1008() {
+    let host = TestHost::start_with(&["echo"], |c| {
+        c.server.messages_per_sec = 10;
+        c.server.messages_burst = 20;
+    })
+    .await;
+    let mut c = host.connect("1", 1, None).await;
+    for _ in 0..200 {
+        if c.send_message(Message::Ping(vec![1].into())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(c.closed().await, Some(1008));
+}

@@ -143,7 +143,16 @@ async fn read_loop<St>(
                 report(session, "binary_not_supported", "send text frames", None);
                 continue;
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            // Pings are answered by the protocol layer; they count against the message rate so
+            // a ping flood ends like any other flood.
+            Some(Ok(Message::Ping(_))) => {
+                if bucket.take(std::time::Instant::now()) == Verdict::Abuse {
+                    session.close(close_codes::POLICY_VIOLATION);
+                    return;
+                }
+                continue;
+            }
+            Some(Ok(Message::Pong(_))) => continue,
             Some(Ok(Message::Close(_))) | None => {
                 session.close(close_codes::NORMAL);
                 return;
