@@ -34,6 +34,10 @@ pub struct Args {
     /// Message content (JSON).
     #[arg(long, default_value = r#"{"text":"hello","n":42}"#)]
     content: String,
+    /// Reuse pooled instances (sidecar `[instances] reuse = true`) instead of a fresh one per
+    /// message.
+    #[arg(long)]
+    reuse: bool,
 }
 
 /// Runs the benchmark and prints the table.
@@ -59,13 +63,20 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         config: &config.plugins,
         hub: &hub,
     };
-    let dir = args.plugin.parent().context("plugin path has no folder")?;
     let key = args
         .plugin
         .file_stem()
         .and_then(|s| s.to_str())
         .context("plugin file name")?;
-    let plugin = LoadedPlugin::load(&cx, dir, key, Default::default()).await?;
+    // The plugin runs from a folder of its own, with the sidecar this run asks for.
+    let dir = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(&args.plugin, dir.join(format!("{key}.wasm")))?;
+    let sidecar = format!("[instances]\nreuse = {}\n", args.reuse);
+    std::fs::write(dir.join(format!("{key}.toml")), sidecar)?;
+    let loaded = LoadedPlugin::load(&cx, &dir, key, Default::default()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let plugin = loaded?;
     let msg_type = plugin.info.message_types[0].clone();
     let (session, mut queue) = Session::new(
         "bench-1".into(),
@@ -113,10 +124,11 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     per_message_us.sort_by(f64::total_cmp);
     let median = per_message_us[per_message_us.len() / 2];
     println!(
-        "plugin dispatch: {} ({} messages x {} runs, one core)",
+        "plugin dispatch: {} ({} messages x {} runs, one core, {} instances)",
         plugin.label(),
         args.messages,
-        args.runs
+        args.runs,
+        if args.reuse { "reused" } else { "fresh" }
     );
     println!("| run | us/message |");
     println!("|---|---|");

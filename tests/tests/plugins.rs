@@ -496,3 +496,36 @@ async fn plugin_check_reports_info_or_the_reason() {
         "{err:#}"
     );
 }
+
+#[tokio::test]
+async fn reused_instances_serve_calls_and_trapped_ones_are_discarded() {
+    let host = TestHost::start(&[]).await;
+    for name in ["echo", "fault-panic", "fault-memory"] {
+        std::fs::write(
+            host.plugins_dir.join(format!("{name}.toml")),
+            "[instances]\nreuse = true\npool_size = 2\n",
+        )
+        .unwrap();
+        host.install_plugin(name, &std::fs::read(guests::path(name)).unwrap());
+    }
+    let status = eventually(PATIENCE, "three pooled plugins", async || {
+        let s = host.plugins().await;
+        (s["plugins"].as_array().unwrap().len() == 3).then_some(s)
+    })
+    .await;
+    for p in status["plugins"].as_array().unwrap() {
+        assert_eq!(p["instances"], "reused", "{p}");
+    }
+    let mut c = host.connect("1", 1, None).await;
+    for i in 0..50 {
+        c.send("echo", json!(i)).await;
+        assert_eq!(c.expect("echo").await, json!(i));
+    }
+    // A trap discards the instance; the next call gets a working one.
+    for _ in 0..3 {
+        c.send("panic", json!(null)).await;
+        assert_eq!(c.expect("error").await["code"], "listener_fault");
+        c.send("alloc", json!({"mb": 1})).await;
+        c.expect("alloc-ok").await;
+    }
+}

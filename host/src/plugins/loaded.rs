@@ -16,7 +16,7 @@ use tokio::sync::Semaphore;
 use super::{
     bindings::{PluginPre, switchboard::plugin::types},
     cache::CodeCache,
-    runtime::{Fault, Runtime},
+    runtime::{Fault, InstancePool, Runtime},
     sidecar::{Limits, Sidecar},
     state::{CallState, PluginEnv},
 };
@@ -87,6 +87,8 @@ pub struct LoadedPlugin {
     env: Arc<PluginEnv>,
     /// One permit per concurrent call.
     gate: Semaphore,
+    /// Reused instances, when the sidecar asks for them (`[instances] reuse = true`).
+    pool: Option<InstancePool>,
     stats: Arc<Stats>,
 }
 
@@ -185,6 +187,10 @@ impl LoadedPlugin {
             limits,
             from_cache,
             gate: Semaphore::new(limits.max_concurrent_calls),
+            pool: sidecar
+                .instances
+                .reuse
+                .then(|| InstancePool::new(sidecar.instances.pool_size.max(1))),
             sidecar,
             pre,
             env,
@@ -209,7 +215,15 @@ impl LoadedPlugin {
         let started = Instant::now();
         let info = session_info(from);
         let result = runtime
-            .on_message(&self.pre, &self.env, &self.limits, &info, msg_type, content)
+            .on_message(
+                &self.pre,
+                &self.env,
+                &self.limits,
+                self.pool.as_ref(),
+                &info,
+                msg_type,
+                content,
+            )
             .await;
         let elapsed = started.elapsed().as_secs_f64();
         let plugin = self.info.name.clone();
@@ -251,7 +265,14 @@ impl LoadedPlugin {
         };
         let info = session_info(session);
         let result = runtime
-            .on_lifecycle(&self.pre, &self.env, &self.limits, &info, connected)
+            .on_lifecycle(
+                &self.pre,
+                &self.env,
+                &self.limits,
+                self.pool.as_ref(),
+                &info,
+                connected,
+            )
             .await;
         let event = if connected {
             "on-connect"
@@ -300,6 +321,7 @@ impl LoadedPlugin {
                 "broadcast": self.sidecar.capabilities.broadcast,
                 "cross_tenant": self.sidecar.capabilities.cross_tenant,
             },
+            "instances": if self.pool.is_some() { "reused" } else { "fresh" },
             "limits": {
                 "call_timeout_ms": self.limits.call_timeout.as_millis() as u64,
                 "memory_limit_mb": self.limits.memory_bytes >> 20,

@@ -111,6 +111,32 @@ impl Runtime {
         store
     }
 
+    /// An instance for one call: from `pool` when it has one, else fresh. The store is set up
+    /// for this call (deadline, fuel, tenant scope) either way.
+    async fn acquire(
+        &self,
+        pre: &PluginPre<CallState>,
+        env: &Arc<PluginEnv>,
+        limits: &Limits,
+        tenant: Option<Arc<str>>,
+        pool: Option<&InstancePool>,
+    ) -> wasmtime::Result<(Store<CallState>, Plugin)> {
+        if let Some((mut store, plugin)) = pool.and_then(InstancePool::take) {
+            let state = store.data_mut();
+            state.deadline = Instant::now() + limits.call_timeout;
+            state.tenant = tenant;
+            state.sends = 0;
+            store.set_epoch_deadline(1);
+            if let Some(fuel) = limits.fuel {
+                store.set_fuel(fuel)?;
+            }
+            return Ok((store, plugin));
+        }
+        let mut store = self.store(env, limits, tenant);
+        let plugin = pre.instantiate_async(&mut store).await?;
+        Ok((store, plugin))
+    }
+
     /// Calls `describe` on a fresh instance.
     pub async fn describe(
         &self,
@@ -118,9 +144,8 @@ impl Runtime {
         env: &Arc<PluginEnv>,
         limits: &Limits,
     ) -> Result<types::PluginInfo, Fault> {
-        let mut store = self.store(env, limits, None);
         let result = async {
-            let plugin = pre.instantiate_async(&mut store).await?;
+            let (mut store, plugin) = self.acquire(pre, env, limits, None, None).await?;
             plugin
                 .switchboard_plugin_listener()
                 .call_describe(&mut store)
@@ -130,49 +155,89 @@ impl Runtime {
         result.map_err(|e| fault(&e, limits))
     }
 
-    /// Calls `on-message` on a fresh instance.
+    /// Calls `on-message`, on a pooled instance when the plugin has a pool.
+    #[expect(clippy::too_many_arguments, reason = "one call's full context")]
     pub async fn on_message(
         &self,
         pre: &PluginPre<CallState>,
         env: &Arc<PluginEnv>,
         limits: &Limits,
+        pool: Option<&InstancePool>,
         from: &types::SessionInfo,
         msg_type: &str,
         content: &str,
     ) -> Result<Result<(), types::Error>, Fault> {
-        let mut store = self.store(env, limits, from.tenant_id.as_deref().map(Arc::from));
-        let result = async {
-            let plugin = pre.instantiate_async(&mut store).await?;
-            plugin
-                .switchboard_plugin_listener()
-                .call_on_message(&mut store, from, msg_type, content)
-                .await
+        let tenant = from.tenant_id.as_deref().map(Arc::from);
+        let (mut store, plugin) = self
+            .acquire(pre, env, limits, tenant, pool)
+            .await
+            .map_err(|e| fault(&e, limits))?;
+        let result = plugin
+            .switchboard_plugin_listener()
+            .call_on_message(&mut store, from, msg_type, content)
+            .await;
+        // An instance that trapped may be in any state: only clean ones go back.
+        if let (Ok(_), Some(pool)) = (&result, pool) {
+            pool.put(store, plugin);
         }
-        .await;
         result.map_err(|e| fault(&e, limits))
     }
 
-    /// Calls `on-connect` (`connected`) or `on-disconnect` on a fresh instance.
+    /// Calls `on-connect` (`connected`) or `on-disconnect`, pooled like `on_message`.
     pub async fn on_lifecycle(
         &self,
         pre: &PluginPre<CallState>,
         env: &Arc<PluginEnv>,
         limits: &Limits,
+        pool: Option<&InstancePool>,
         session: &types::SessionInfo,
         connected: bool,
     ) -> Result<(), Fault> {
-        let mut store = self.store(env, limits, session.tenant_id.as_deref().map(Arc::from));
-        let result = async {
-            let plugin = pre.instantiate_async(&mut store).await?;
-            let listener: &listener::Guest = plugin.switchboard_plugin_listener();
-            if connected {
-                listener.call_on_connect(&mut store, session).await
-            } else {
-                listener.call_on_disconnect(&mut store, session).await
-            }
+        let tenant = session.tenant_id.as_deref().map(Arc::from);
+        let (mut store, plugin) = self
+            .acquire(pre, env, limits, tenant, pool)
+            .await
+            .map_err(|e| fault(&e, limits))?;
+        let listener: &listener::Guest = plugin.switchboard_plugin_listener();
+        let result = if connected {
+            listener.call_on_connect(&mut store, session).await
+        } else {
+            listener.call_on_disconnect(&mut store, session).await
+        };
+        if let (Ok(()), Some(pool)) = (&result, pool) {
+            pool.put(store, plugin);
         }
-        .await;
         result.map_err(|e| fault(&e, limits))
+    }
+}
+
+/// Idle instances of one plugin version, for plugins whose instantiation is too slow to pay on
+/// every call (JS and Python embed an interpreter). Reuse trades the isolation of a fresh
+/// instance per call for speed: a plugin in a pool sees memory left by its earlier calls. The
+/// pool holds at most `capacity` idle instances; more concurrent calls instantiate fresh ones.
+pub struct InstancePool {
+    idle: parking_lot::Mutex<Vec<(Store<CallState>, Plugin)>>,
+    capacity: usize,
+}
+
+impl InstancePool {
+    /// An empty pool that keeps up to `capacity` idle instances.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            idle: parking_lot::Mutex::new(Vec::with_capacity(capacity)),
+            capacity,
+        }
+    }
+
+    fn take(&self) -> Option<(Store<CallState>, Plugin)> {
+        self.idle.lock().pop()
+    }
+
+    fn put(&self, store: Store<CallState>, plugin: Plugin) {
+        let mut idle = self.idle.lock();
+        if idle.len() < self.capacity {
+            idle.push((store, plugin));
+        }
     }
 }
 

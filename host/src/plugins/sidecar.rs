@@ -12,6 +12,9 @@
 //! cross_tenant = false           # may use `send-to-tenant`
 //! [config]
 //! greeting = "hello"             # values for the plugin's `config.get`
+//! [instances]
+//! reuse = false                  # true: keep up to pool_size instances between calls
+//! pool_size = 8
 //! ```
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
@@ -33,6 +36,28 @@ pub struct Sidecar {
     pub capabilities: Capabilities,
     /// Values returned by the plugin's `config.get`.
     pub config: BTreeMap<String, String>,
+    /// Whether calls get a fresh instance (the default) or reuse pooled ones.
+    pub instances: Instances,
+}
+
+/// How a plugin's calls get instances.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Instances {
+    /// Reuse instances between calls (fast for plugins with a costly start, e.g. JS and
+    /// Python). Off by default: a fresh instance per call shares no memory between calls.
+    pub reuse: bool,
+    /// Idle instances kept when `reuse` is on.
+    pub pool_size: usize,
+}
+
+impl Default for Instances {
+    fn default() -> Self {
+        Self {
+            reuse: false,
+            pool_size: 8,
+        }
+    }
 }
 
 /// Per-plugin overrides of `[plugins]` limits.
