@@ -107,6 +107,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     for _ in 0..1000 {
         one().await?;
     }
+    let rss_after_warmup = rss_kib();
     let mut per_message_us = Vec::new();
     let mut deliveries = 0;
     for _ in 0..args.runs {
@@ -130,6 +131,12 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         args.runs,
         if args.reuse { "reused" } else { "fresh" }
     );
+    println!(
+        "process RSS: {} KiB after warm-up, {} KiB after {} dispatches",
+        rss_after_warmup,
+        rss_kib(),
+        args.messages * args.runs
+    );
     println!("| run | us/message |");
     println!("|---|---|");
     for (i, us) in per_message_us.iter().enumerate() {
@@ -140,4 +147,16 @@ async fn bench(args: Args) -> anyhow::Result<()> {
         1e6 / median
     );
     Ok(())
+}
+
+/// Resident set size of this process, from /proc.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }
