@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the JavaScript plugin toolchain (componentize-js and jco, pinned by
+# package-lock.json) into $SWITCHBOARD_GUEST_TARGET_DIR/js/toolchain when it is missing or
+# the lock file changed, and prints that folder. Node.js and npm come from apt when missing.
+set -euo pipefail
+sdk="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$sdk/../.." && pwd)"
+guest_target="${SWITCHBOARD_GUEST_TARGET_DIR:-$root/target/guests}"
+toolchain="$guest_target/js/toolchain"
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "js toolchain: installing nodejs and npm" >&2
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >&2
+fi
+
+stamp="$toolchain/.installed"
+want="$(cat "$sdk/package.json" "$sdk/package-lock.json" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "js toolchain: installing the locked packages into $toolchain" >&2
+    mkdir -p "$toolchain"
+    rm -rf "$stamp" "$toolchain/node_modules"
+    cp "$sdk/package.json" "$sdk/package-lock.json" "$toolchain/"
+    # `npm install` with the lock file installs exactly the locked versions (integrity
+    # checked). Not `npm ci`: it insists on every platform's optional binary packages being
+    # in the lock, and the registry does not serve all of them for every platform.
+    (cd "$toolchain" && npm install --no-audit --no-fund --loglevel=error \
+        --cache "$guest_target/js/npm-cache" >&2)
+    echo "$want" >"$stamp"
+fi
+# The build driver resolves its packages from the toolchain's node_modules.
+cp "$sdk/componentize.mjs" "$toolchain/"
+echo "$toolchain"
