@@ -139,6 +139,18 @@ pub struct Node {
 }
 
 impl Node {
+    /// Starts a single node on the local broker with the named guests.
+    pub async fn start_local(plugins: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut env = env.to_vec();
+        env.push(("SWITCHBOARD_CLUSTER__BROKER", "local"));
+        Self::start("solo", "redis://127.0.0.1:1", plugins, &env).await
+    }
+
+    /// The plugins folder of this node.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self._dir.path().join("plugins")
+    }
+
     /// Starts a node joined to `redis_url` with the named guests, and waits until ready.
     pub async fn start(
         node_id: &str,
@@ -224,6 +236,38 @@ impl Node {
             .await
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size of the process, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns how long it took.
+    pub async fn terminate(&mut self, within: Duration) -> Duration {
+        let started = std::time::Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        eventually(within, "the node to exit", async || {
+            self.child.try_wait().unwrap().map(|_| ())
+        })
+        .await;
+        started.elapsed()
     }
 
     /// SIGKILL: the node gets no chance to clean up.

@@ -1,0 +1,286 @@
+//! Faults under load, with real host processes: SIGTERM, connection churn, a plugin replaced by
+//! a corrupt file, and a node killed in a cluster. Each prints what it measured.
+//!
+//! Sizes fit CI; `SWITCHBOARD_FULL_FAULTS=1` runs the full ones (50k churn cycles).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use switchboard_tests::{
+    PATIENCE,
+    client::Client,
+    cluster::{Node, RedisServer, redis_available},
+    eventually,
+    host::{SECRET, token},
+};
+
+fn full() -> bool {
+    std::env::var_os("SWITCHBOARD_FULL_FAULTS").is_some()
+}
+
+/// Pushes broadcasts to user type 1 through `node` until `stop`; counts accepted pushes.
+fn pusher(
+    node_url: String,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let body = json!({"to": {"user_type": 1}, "type": "load", "content": i});
+            let ok = http
+                .post(format!("{node_url}/api/v1/messages"))
+                .bearer_auth(switchboard_tests::host::API_KEY)
+                .json(&body)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 202);
+            if ok {
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+#[tokio::test]
+async fn sigterm_under_load_closes_every_session_with_1001_within_the_bound() {
+    let mut node = Node::start_local(
+        &["echo"],
+        &[("SWITCHBOARD_SERVER__SHUTDOWN_TIMEOUT_SECS", "10")],
+    )
+    .await;
+    let mut readers = Vec::new();
+    for i in 0..100 {
+        let mut c = node.connect(&format!("u{i}"), 1, None).await;
+        readers.push(tokio::spawn(async move {
+            let mut received = 0u64;
+            loop {
+                match c.next_json_within(PATIENCE).await {
+                    Some(_) => received += 1,
+                    None => break,
+                }
+            }
+            (c.closed().await, received)
+        }));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let load = pusher(node.url(""), stop.clone(), sent.clone());
+    eventually(PATIENCE, "load to flow", async || {
+        (sent.load(Ordering::Relaxed) > 50).then_some(())
+    })
+    .await;
+    let took = node.terminate(Duration::from_secs(15)).await;
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let mut total = 0;
+    for r in readers {
+        let (code, received) = r.await.unwrap();
+        // The stream ends with the close frame: next_json_within saw it as the end.
+        assert!(code.is_none() || code == Some(1001), "close code {code:?}");
+        total += received;
+    }
+    eprintln!(
+        "SIGTERM with 100 sessions under load ({} pushes accepted, {total} deliveries read): exited in {took:?}",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "exit within shutdown_timeout_secs"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_sends_1001_to_every_session() {
+    let mut node = Node::start_local(&["echo"], &[]).await;
+    let mut waiters = Vec::new();
+    for i in 0..50 {
+        let mut c = node.connect(&format!("u{i}"), 1, None).await;
+        waiters.push(tokio::spawn(async move { c.closed().await }));
+    }
+    let took = node.terminate(Duration::from_secs(15)).await;
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), Some(1001));
+    }
+    eprintln!("SIGTERM with 50 idle sessions: every one closed with 1001, exited in {took:?}");
+}
+
+#[tokio::test]
+async fn connect_disconnect_cycles_return_to_baseline() {
+    let cycles: usize = if full() { 50_000 } else { 5_000 };
+    let node = Node::start_local(
+        &["echo"],
+        &[("SWITCHBOARD_SERVER__HANDSHAKES_PER_SEC", "100000")],
+    )
+    .await;
+    let url = format!("ws://{}/ws", node.addr);
+    let run = async |n: usize| {
+        let concurrency = 50;
+        let mut tasks = Vec::new();
+        for w in 0..concurrency {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..n).step_by(concurrency) {
+                    let t = token(SECRET, &format!("u{}", i % 500), 1, Some("t"), 3600);
+                    let c = Client::connect(&format!("{url}?token={t}"), &[])
+                        .await
+                        .unwrap();
+                    if i % 2 == 0 {
+                        c.close().await;
+                    } else {
+                        drop(c);
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    };
+    let empty = async || {
+        eventually(PATIENCE, "registry empty", async || {
+            let (_, h) = node.get("/healthz").await;
+            (h["sessions"] == json!(0) && h["users"] == json!(0)).then_some(())
+        })
+        .await
+    };
+    run(1000).await;
+    empty().await;
+    let baseline = node.rss_kib();
+    let started = Instant::now();
+    run(cycles).await;
+    empty().await;
+    let after = node.rss_kib();
+    eprintln!(
+        "{cycles} connect/disconnect cycles in {:?}: registry empty; RSS {baseline} KiB -> {after} KiB",
+        started.elapsed()
+    );
+    assert!(
+        after < baseline + 16 * 1024,
+        "RSS grew from {baseline} to {after} KiB"
+    );
+}
+
+#[tokio::test]
+async fn a_plugin_replaced_by_a_corrupt_file_under_load_keeps_serving() {
+    let node = Node::start_local(
+        &["echo"],
+        &[
+            ("SWITCHBOARD_PLUGINS__WATCH_DEBOUNCE_MS", "20"),
+            ("SWITCHBOARD_SERVER__MESSAGES_PER_SEC", "1000000"),
+            ("SWITCHBOARD_SERVER__MESSAGES_BURST", "1000000"),
+        ],
+    )
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut c = node.connect("s", 1, None).await;
+    let streamer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut sent, mut errors) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                sent += 1;
+                c.send("echo", json!(sent)).await;
+                let v = c.next_json().await;
+                if v["type"] != "echo" || v["content"] != json!(sent) {
+                    errors += 1;
+                }
+            }
+            (sent, errors)
+        }
+    });
+    let good = std::fs::read(node.plugins_dir().join("echo.wasm")).unwrap();
+    let started = Instant::now();
+    for round in 0..5 {
+        let tmp = node.plugins_dir().join(".echo.tmp");
+        std::fs::write(&tmp, b"\0asm\x0d\0\x01\0 corrupt").unwrap();
+        std::fs::rename(&tmp, node.plugins_dir().join("echo.wasm")).unwrap();
+        eventually(PATIENCE, "the corrupt file to be rejected", async || {
+            let (_, s) = node.get("/api/v1/plugins").await;
+            let failed = s["failed"].as_array()?;
+            (failed.len() == 1 && failed[0]["serving_previous_version"] == json!(true))
+                .then_some(())
+        })
+        .await;
+        std::fs::write(&tmp, &good).unwrap();
+        std::fs::rename(&tmp, node.plugins_dir().join("echo.wasm")).unwrap();
+        eventually(PATIENCE, "the good file to clear the failure", async || {
+            let (_, s) = node.get("/api/v1/plugins").await;
+            s["failed"].as_array()?.is_empty().then_some(())
+        })
+        .await;
+        let _ = round;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (sent, errors) = streamer.await.unwrap();
+    eprintln!(
+        "5 corrupt replacements in {:?} under a stream of {sent} echo requests: {errors} failed",
+        started.elapsed()
+    );
+    assert_eq!(errors, 0);
+}
+
+#[tokio::test]
+async fn a_killed_node_under_load_leaves_the_others_serving() {
+    if !redis_available() {
+        eprintln!("SKIPPED: no redis-server binary on PATH (scripts/setup.sh installs one)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have redis-server"
+        );
+        return;
+    }
+    let redis = RedisServer::start().await;
+    let ttl = [("SWITCHBOARD_CLUSTER__PRESENCE_TTL_SECS", "3")];
+    let n1 = Node::start("k1", &redis.url(), &["echo"], &ttl).await;
+    let mut n2 = Node::start("k2", &redis.url(), &["echo"], &ttl).await;
+    let mut local = n1.connect("a", 1, None).await;
+    let _remote = n2.connect("b", 1, None).await;
+    eventually(PATIENCE, "both users visible", async || {
+        let (_, b) = n1.get("/api/v1/presence/users?user_type=1").await;
+        (b["users"] == json!(["a", "b"])).then_some(())
+    })
+    .await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let load = pusher(n1.url(""), stop.clone(), sent.clone());
+    eventually(PATIENCE, "load to flow", async || {
+        (sent.load(Ordering::Relaxed) > 20).then_some(())
+    })
+    .await;
+    n2.kill();
+    let killed = Instant::now();
+    eventually(
+        Duration::from_secs(10),
+        "presence to converge",
+        async || {
+            let (_, b) = n1.get("/api/v1/presence/users?user_type=1").await;
+            (b["users"] == json!(["a"])).then_some(())
+        },
+    )
+    .await;
+    let converged = killed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    // Every push n1 accepted reached its local session, in order, none lost.
+    let total = sent.load(Ordering::Relaxed);
+    for i in 1..=total {
+        let v = local.next_json().await;
+        assert_eq!(
+            (v["type"].as_str(), v["content"].as_u64()),
+            (Some("load"), Some(i))
+        );
+    }
+    eprintln!(
+        "node killed under load: n1 delivered all {total} pushes locally; presence converged in {converged:?} (TTL 3 s)"
+    );
+}
