@@ -63,11 +63,8 @@ async fn sigterm_under_load_closes_every_session_with_1001_within_the_bound() {
         let mut c = node.connect(&format!("u{i}"), 1, None).await;
         readers.push(tokio::spawn(async move {
             let mut received = 0u64;
-            loop {
-                match c.next_json_within(PATIENCE).await {
-                    Some(_) => received += 1,
-                    None => break,
-                }
+            while c.next_json_within(PATIENCE).await.is_some() {
+                received += 1;
             }
             (c.closed().await, received)
         }));
