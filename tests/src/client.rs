@@ -131,6 +131,17 @@ impl Client {
         v["content"].clone()
     }
 
+    /// Reads until the server closes; returns the text frames read and the close code.
+    pub async fn drain_until_close(&mut self) -> (u64, Option<u16>) {
+        let mut texts = 0;
+        loop {
+            match self.next_event().await {
+                Event::Text(_) => texts += 1,
+                Event::Closed(frame) => return (texts, frame.map(|f| u16::from(f.code))),
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close code (None if closed without a frame).
     pub async fn closed(&mut self) -> Option<u16> {
         loop {
