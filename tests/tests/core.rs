@@ -616,3 +616,37 @@ async fn a_ping_flood_is_closed_with_1008() {
     }
     assert_eq!(c.closed().await, Some(1008));
 }
+
+#[tokio::test]
+async fn upgrade_requests_with_bad_headers_get_4xx() {
+    let host = TestHost::start(&["echo"]).await;
+    let t = host.token("1", 1, None);
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/ws?token={t}", host.addr);
+    // No upgrade at all.
+    let r = http.get(&url).send().await.unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    // An upgrade without a key, and one with an unsupported version.
+    let r = http
+        .get(&url)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = http
+        .get(&url)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "8")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    // The host is unharmed.
+    let mut c = host.connect("1", 1, None).await;
+    assert_echoes(&mut c).await;
+}
