@@ -202,6 +202,13 @@ pub async fn run(
     let token = state.shutdown.clone();
     let tracker = state.tracker.clone();
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
+    // Frames are small and latency-bound: Nagle would hold one back until the client's delayed
+    // ACK (40 ms on Linux) whenever an earlier frame is still unacknowledged.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
         let token = token.clone();
         async move { token.cancelled().await }

@@ -50,8 +50,12 @@ pub async fn upgrade(
     let mut ws = ws
         .max_message_size(max_frame)
         .max_frame_size(max_frame)
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(0)
+        // Allocated for every connection, idle or not; client frames are small, and a larger
+        // frame is read in several chunks.
+        .read_buffer_size(1024)
+        // Frames queued together leave in one send: the kernel's per-segment cost, not the
+        // bytes, dominates on small frames. `write_batch` flushes after every batch.
+        .write_buffer_size(4 * 1024)
         .max_write_buffer_size(max_frame.max(64 * 1024) * 4);
     if let Some(protocol) = admitted.token.protocol.clone() {
         ws = ws.protocols([protocol]);
@@ -84,7 +88,7 @@ pub async fn serve<Si, St, R>(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,
-    (sink, stream): (Si, St),
+    (sink, mut stream): (Si, St),
     mut outbound: mpsc::Receiver<Frame>,
     registration: R,
 ) where
@@ -100,7 +104,7 @@ pub async fn serve<Si, St, R>(
         .unwrap_or(state.config.server.ping_interval_secs);
     let ping_every = Duration::from_secs(ping_every.max(1));
     let ((), sink) = tokio::join!(
-        read_loop(state, endpoint, session, stream),
+        read_loop(state, endpoint, session, &mut stream),
         write_loop(session, sink, &mut outbound, ping_every),
     );
     // Unregistered first, so listeners see the user's remaining sessions only.
@@ -109,7 +113,8 @@ pub async fn serve<Si, St, R>(
     gauge().decrement(1.0);
     if let Some(sink) = sink {
         let linger = Duration::from_secs(state.config.server.close_timeout_secs);
-        let _ = tokio::time::timeout(linger, close_handshake(session, sink, outbound)).await;
+        let handshake = close_handshake(session, sink, outbound, &mut stream);
+        let _ = tokio::time::timeout(linger, handshake).await;
     }
 }
 
@@ -117,7 +122,7 @@ async fn read_loop<St>(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,
-    mut stream: St,
+    stream: &mut St,
 ) where
     St: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
@@ -239,9 +244,14 @@ where
 }
 
 /// Sends what is still queued (unless the client is a slow consumer) and the close frame.
-async fn close_handshake<Si>(session: &Session, mut sink: Si, mut outbound: mpsc::Receiver<Frame>)
-where
+async fn close_handshake<Si, St>(
+    session: &Session,
+    mut sink: Si,
+    mut outbound: mpsc::Receiver<Frame>,
+    stream: &mut St,
+) where
     Si: Sink<Message> + Unpin,
+    St: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
     let code = session.close_code();
     if code != close_codes::SLOW_CONSUMER {
@@ -255,7 +265,17 @@ where
         code,
         reason: close_codes::reason(code).into(),
     };
-    let _ = sink.send(Message::Close(Some(close))).await;
+    if sink.send(Message::Close(Some(close))).await.is_err() {
+        return;
+    }
+    // Read (and drop) what the client still sends until its close frame: closing the socket
+    // with unread input makes the kernel send a reset, which can destroy our close frame
+    // before the client reads it.
+    while let Some(Ok(frame)) = stream.next().await {
+        if matches!(frame, Message::Close(_)) {
+            break;
+        }
+    }
     let _ = sink.close().await;
 }
 

@@ -1,0 +1,177 @@
+//! The server under test, whichever it is: one or more Switchboard hosts, or nginx + nchan.
+//! Scenarios see only addresses to connect to, a way to publish, and what the server costs.
+
+use std::net::SocketAddr;
+
+use anyhow::bail;
+
+use crate::{
+    host::{API_KEY, Host},
+    nchan::Nchan,
+    procstat::Usage,
+    redis::Redis,
+    wire,
+    worker::ServerKind,
+};
+
+/// A running server.
+#[derive(Debug)]
+pub enum Server {
+    /// Switchboard hosts; connections are spread over them.
+    Switchboard {
+        /// The hosts.
+        hosts: Vec<Host>,
+        /// The secret tokens are signed with.
+        secret: String,
+        /// The Redis joining the hosts into a cluster (counted as part of the server).
+        redis: Option<Redis>,
+    },
+    /// nginx + nchan.
+    Nchan {
+        /// The nginx master and its workers.
+        nchan: Nchan,
+        /// One channel per connection instead of one shared channel.
+        channel_per_connection: bool,
+    },
+}
+
+impl Server {
+    /// `switchboard` or `nchan`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Server::Switchboard { .. } => "switchboard",
+            Server::Nchan { .. } => "nchan",
+        }
+    }
+
+    /// Where clients connect; connection `i` goes to the `i % len`-th.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        match self {
+            Server::Switchboard { hosts, .. } => hosts.iter().map(|h| h.addr).collect(),
+            Server::Nchan { nchan, .. } => vec![nchan.addr],
+        }
+    }
+
+    /// What workers need to know to connect.
+    pub fn worker_kind(&self) -> ServerKind {
+        match self {
+            Server::Switchboard { secret, .. } => ServerKind::Switchboard {
+                secret: secret.clone(),
+            },
+            Server::Nchan {
+                channel_per_connection,
+                ..
+            } => ServerKind::Nchan {
+                channel_per_connection: *channel_per_connection,
+            },
+        }
+    }
+
+    /// Memory and CPU of the server (summed over every host and Redis, or nginx process).
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        match self {
+            Server::Switchboard { hosts, redis, .. } => {
+                let mut total = Usage::default();
+                let redis = redis.as_ref().map(Redis::usage).transpose()?;
+                for u in hosts.iter().map(Host::usage).chain(redis.map(Ok)) {
+                    let u = u?;
+                    total.memory_kib += u.memory_kib;
+                    total.cpu_secs += u.cpu_secs;
+                }
+                Ok(total)
+            }
+            Server::Nchan { nchan, .. } => nchan.usage(),
+        }
+    }
+
+    /// A publisher of fan-out messages to every connection of the benchmark (the user type for
+    /// Switchboard, the shared channel for nchan), through the first host.
+    pub fn publisher(&self, pad: usize) -> anyhow::Result<Publisher> {
+        let (url, api_key) = match self {
+            Server::Switchboard { hosts, .. } => (
+                format!("http://{}/api/v1/messages", hosts[0].addr),
+                Some(API_KEY),
+            ),
+            Server::Nchan {
+                channel_per_connection: false,
+                nchan,
+            } => (format!("http://{}/pub/all", nchan.addr), None),
+            Server::Nchan { .. } => bail!("fan-out needs nchan's shared channel"),
+        };
+        Ok(Publisher {
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()?,
+            url,
+            api_key,
+            pad,
+        })
+    }
+
+    /// Stops every process.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Server::Switchboard { hosts, redis, .. } => {
+                for h in hosts {
+                    h.stop().await?;
+                }
+                match redis {
+                    Some(r) => r.stop().await,
+                    None => Ok(()),
+                }
+            }
+            Server::Nchan { nchan, .. } => nchan.stop().await,
+        }
+    }
+
+    /// The last lines of the server's logs, for error reports.
+    pub fn log_tail(&self) -> String {
+        match self {
+            Server::Switchboard { hosts, .. } => hosts
+                .iter()
+                .map(Host::log_tail)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Server::Nchan { nchan, .. } => nchan.log_tail(),
+        }
+    }
+}
+
+/// Publishes stamped fan-out messages over HTTP.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    client: reqwest::Client,
+    url: String,
+    /// Switchboard's push API key; `None` for nchan.
+    api_key: Option<&'static str>,
+    /// Padding bytes in each message.
+    pad: usize,
+}
+
+impl Publisher {
+    /// Publishes one message stamped now with `phase`.
+    pub async fn publish(&self, phase: u8) -> anyhow::Result<()> {
+        let request = match self.api_key {
+            Some(key) => self
+                .client
+                .post(&self.url)
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(wire::fanout_push(phase, self.pad)),
+            None => self
+                .client
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(wire::fanout_frame(phase, self.pad)),
+        };
+        let response = request.send().await?;
+        if !response.status().is_success() {
+            bail!(
+                "publish answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
