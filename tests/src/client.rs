@@ -124,6 +124,19 @@ impl Client {
         }
     }
 
+    /// Reads until the message of type `marker` with content `n`; returns what came before it.
+    /// A marker sent after a delivery, along the same path, proves nothing else was queued.
+    pub async fn until_marker(&mut self, n: u64) -> Vec<Value> {
+        let mut got = Vec::new();
+        loop {
+            let v = self.next_json().await;
+            if v["type"] == "marker" && v["content"] == serde_json::json!(n) {
+                return got;
+            }
+            got.push(v);
+        }
+    }
+
     /// The next message, asserting its type; returns its content.
     pub async fn expect(&mut self, msg_type: &str) -> Value {
         let v = self.next_json().await;

@@ -36,6 +36,20 @@ pub fn redis_available() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether a Redis test can run: false (with a loud message) when no `redis-server` exists.
+/// CI must have one, so there a missing binary fails the test instead.
+pub fn require_redis() -> bool {
+    if redis_available() {
+        return true;
+    }
+    eprintln!("SKIPPED: no redis-server binary on PATH (scripts/setup.sh installs one)");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI must have redis-server"
+    );
+    false
+}
+
 /// A `redis-server` child process.
 pub struct RedisServer {
     /// Its port on 127.0.0.1.

@@ -3,43 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use switchboard_tests::{
     PATIENCE,
-    client::Client,
-    cluster::{Node, RedisServer, redis_available},
+    cluster::{Node, RedisServer, require_redis},
     eventually,
 };
 
-/// Skips (loudly) when there is no redis-server; CI installs one, so there it always runs.
-macro_rules! require_redis {
-    () => {
-        if !redis_available() {
-            eprintln!("SKIPPED: no redis-server binary on PATH (scripts/setup.sh installs one)");
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must have redis-server"
-            );
-            return;
-        }
-    };
-}
-
-/// Reads until the marker message numbered `n`; returns what came before it.
-async fn until_marker(c: &mut Client, n: u64) -> Vec<Value> {
-    let mut got = Vec::new();
-    loop {
-        let v = c.next_json().await;
-        if v["type"] == "marker" && v["content"] == json!(n) {
-            return got;
-        }
-        got.push(v);
-    }
-}
-
 #[tokio::test]
 async fn delivery_crosses_nodes_exactly_once_within_tenants() {
-    require_redis!();
+    if !require_redis() {
+        return;
+    }
     let redis = RedisServer::start().await;
     let n1 = Node::start("n1", &redis.url(), &["demo-chat", "echo"], &[]).await;
     let n2 = Node::start("n2", &redis.url(), &["demo-chat", "echo"], &[]).await;
@@ -88,7 +63,7 @@ async fn delivery_crosses_nodes_exactly_once_within_tenants() {
         ("bob again", &mut bob_again, 1),
         ("stranger", &mut stranger, 0),
     ] {
-        let got = until_marker(c, 1).await;
+        let got = c.until_marker(1).await;
         let news = got.iter().filter(|v| v["type"] == "news").count();
         assert_eq!(news, expect, "{name}: {got:?}");
     }
@@ -96,7 +71,9 @@ async fn delivery_crosses_nodes_exactly_once_within_tenants() {
 
 #[tokio::test]
 async fn presence_is_cluster_wide_and_a_killed_node_drops_out_within_the_ttl() {
-    require_redis!();
+    if !require_redis() {
+        return;
+    }
     let redis = RedisServer::start().await;
     let ttl = [("SWITCHBOARD_CLUSTER__PRESENCE_TTL_SECS", "3")];
     let n1 = Node::start("p1", &redis.url(), &["echo"], &ttl).await;
@@ -147,7 +124,9 @@ async fn presence_is_cluster_wide_and_a_killed_node_drops_out_within_the_ttl() {
 
 #[tokio::test]
 async fn redis_restart_local_delivery_continues_and_cross_node_resumes() {
-    require_redis!();
+    if !require_redis() {
+        return;
+    }
     let mut redis = RedisServer::start().await;
     let n1 = Node::start("r1", &redis.url(), &["echo"], &[]).await;
     let n2 = Node::start("r2", &redis.url(), &["echo"], &[]).await;

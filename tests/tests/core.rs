@@ -124,16 +124,6 @@ async fn every_push_target_reaches_exactly_its_sessions() {
     let mut c2 = host.connect("c", 2, Some("t1")).await;
     let mut d1 = host.connect("d", 1, Some("t2")).await; // other tenant
     // Marker: after each push, a marker to everyone proves nothing else was queued before it.
-    async fn drain_to_marker(c: &mut Client, n: u64) -> Vec<Value> {
-        let mut got = Vec::new();
-        loop {
-            let v = c.next_json().await;
-            if v["type"] == "marker" && v["content"] == json!(n) {
-                return got;
-            }
-            got.push(v);
-        }
-    }
     let mut marker = 0u64;
     let mut check = async |host: &TestHost,
                            to: Value,
@@ -162,7 +152,7 @@ async fn every_push_target_reaches_exactly_its_sessions() {
             .await;
         assert_eq!(status, 202);
         for (i, c) in clients.iter_mut().enumerate() {
-            let got = drain_to_marker(c, marker).await;
+            let got = c.until_marker(marker).await;
             let received = got
                 .iter()
                 .any(|v| v["type"] == "note" && v["content"]["m"] == json!(marker));

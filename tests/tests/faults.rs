@@ -15,7 +15,7 @@ use serde_json::json;
 use switchboard_tests::{
     PATIENCE,
     client::Client,
-    cluster::{Node, RedisServer, redis_available},
+    cluster::{Node, RedisServer, require_redis},
     eventually,
     host::{SECRET, token},
 };
@@ -206,12 +206,7 @@ async fn a_plugin_replaced_by_a_corrupt_file_under_load_keeps_serving() {
 
 #[tokio::test]
 async fn a_killed_node_under_load_leaves_the_others_serving() {
-    if !redis_available() {
-        eprintln!("SKIPPED: no redis-server binary on PATH (scripts/setup.sh installs one)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have redis-server"
-        );
+    if !require_redis() {
         return;
     }
     let redis = RedisServer::start().await;

@@ -99,17 +99,8 @@ impl ClusterPresence {
         }
         let mut con = self.con.clone();
         let groups_key = self.groups_key(&self.node_id);
-        let old: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&groups_key)
-            .query_async(&mut con)
-            .await?;
         let ttl = self.ttl.as_secs().max(1);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for key in &old {
-            pipe.del(key).ignore();
-        }
-        pipe.del(&groups_key).ignore();
+        let mut pipe = self.clearing_pipeline(&mut con).await?;
         for (key, users) in &groups {
             pipe.hset_multiple(key, users).ignore();
             pipe.expire(key, ttl as i64).ignore();
@@ -134,10 +125,20 @@ impl ClusterPresence {
     /// Removes this node's entries.
     async fn leave(&self) -> redis::RedisResult<()> {
         let mut con = self.con.clone();
+        let mut pipe = self.clearing_pipeline(&mut con).await?;
+        pipe.zrem(self.nodes_key(), &*self.node_id).ignore();
+        pipe.query_async::<()>(&mut con).await
+    }
+
+    /// An atomic pipeline that starts by deleting every key this node wrote.
+    async fn clearing_pipeline(
+        &self,
+        con: &mut ConnectionManager,
+    ) -> redis::RedisResult<redis::Pipeline> {
         let groups_key = self.groups_key(&self.node_id);
         let old: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&groups_key)
-            .query_async(&mut con)
+            .query_async(con)
             .await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
@@ -145,8 +146,7 @@ impl ClusterPresence {
             pipe.del(key).ignore();
         }
         pipe.del(&groups_key).ignore();
-        pipe.zrem(self.nodes_key(), &*self.node_id).ignore();
-        pipe.query_async::<()>(&mut con).await
+        Ok(pipe)
     }
 
     /// The other nodes whose heartbeat is younger than the TTL.
