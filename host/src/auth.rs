@@ -68,6 +68,20 @@ pub fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Optio
         })
 }
 
+/// The value of `Authorization: Bearer <value>` (scheme case-insensitive, RFC 7235), if the
+/// header has that form.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let rest = strip_bearer(value);
+    (rest.len() < value.len())
+        .then(|| rest.trim())
+        .filter(|r| !r.is_empty())
+}
+
 fn strip_bearer(value: &str) -> &str {
     let value = value.trim();
     match value.get(..7) {
@@ -389,6 +403,20 @@ mod tests {
             ..Default::default()
         };
         assert!(Authenticator::new(&mixed).is_err());
+    }
+
+    #[test]
+    fn bearer_needs_the_scheme() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", v.parse().unwrap());
+            bearer(&h).map(str::to_owned)
+        };
+        assert_eq!(with("Bearer k1").as_deref(), Some("k1"));
+        assert_eq!(with("bearer k1").as_deref(), Some("k1"));
+        assert_eq!(with("k1"), None);
+        assert_eq!(with("Bearer "), None);
+        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -130,11 +130,7 @@ impl Session {
     }
 
     fn user_key(&self) -> UserKey {
-        UserKey {
-            tenant: self.principal.tenant_id.clone(),
-            user_type: self.principal.user_type,
-            user_id: self.principal.user_id.clone(),
-        }
+        UserKey::of(&self.principal)
     }
 }
 
@@ -147,6 +143,17 @@ pub struct UserKey {
     pub user_type: u32,
     /// The user id.
     pub user_id: Arc<str>,
+}
+
+impl UserKey {
+    /// The key of the user a principal names.
+    pub fn of(principal: &Principal) -> Self {
+        Self {
+            tenant: principal.tenant_id.clone(),
+            user_type: principal.user_type,
+            user_id: principal.user_id.clone(),
+        }
+    }
 }
 
 type Group = (Option<Arc<str>>, u32);

@@ -49,16 +49,9 @@ pub fn routes() -> Router<AppState> {
 
 /// Checks `Authorization: Bearer <api key>` against `api.keys`.
 fn require_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .ok_or_else(|| {
-            ApiError::unauthorized("missing_api_key", "send Authorization: Bearer <api key>")
-        })?;
+    let given = crate::auth::bearer(headers).ok_or_else(|| {
+        ApiError::unauthorized("missing_api_key", "send Authorization: Bearer <api key>")
+    })?;
     let known = state
         .config
         .api
@@ -163,13 +156,7 @@ async fn plugins(
     let Err(key_error) = require_api_key(&state, &headers) else {
         return Ok(Json(state.dispatcher.status()));
     };
-    let bearer = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.get(7..)
-                .filter(|_| v[..7].eq_ignore_ascii_case("bearer "))
-        });
+    let bearer = crate::auth::bearer(&headers);
     match bearer.map(|t| state.auth.verify(t)) {
         Some(Ok(_)) => {
             let status = state.dispatcher.status();

@@ -130,11 +130,7 @@ fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError>
 }
 
 fn replace_older_sessions(state: &AppState, session: &Session) {
-    let key = crate::sessions::UserKey {
-        tenant: session.principal.tenant_id.clone(),
-        user_type: session.principal.user_type,
-        user_id: session.principal.user_id.clone(),
-    };
+    let key = crate::sessions::UserKey::of(&session.principal);
     state.hub.registry.for_user(&key, |old| {
         if old.profile == session.profile && old.transport == session.transport {
             old.close(close_codes::SESSION_REPLACED);

@@ -132,11 +132,7 @@ pub async fn close(
 ) -> Result<impl IntoResponse, ApiError> {
     let token = find_token(&query, &headers).ok_or(crate::auth::AuthError::Missing)?;
     let principal = state.auth.verify(&token.token)?;
-    let key = UserKey {
-        tenant: principal.tenant_id.clone(),
-        user_type: principal.user_type,
-        user_id: principal.user_id.clone(),
-    };
+    let key = UserKey::of(&principal);
     let mut closed = 0;
     state.hub.registry.for_user(&key, |s| {
         if s.transport == TransportKind::Sse && s.profile == endpoint.profile {
