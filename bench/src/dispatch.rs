@@ -149,14 +149,7 @@ async fn bench(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resident set size of this process, from /proc.
+/// Resident set size of this process.
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::procstat::process(std::process::id()).map_or(0, |u| u.memory_kib)
 }

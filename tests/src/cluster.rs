@@ -252,6 +252,12 @@ impl Node {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// The Prometheus page.
+    pub async fn metrics(&self) -> String {
+        let r = self.http.get(self.url("/metrics")).send().await.unwrap();
+        r.text().await.unwrap()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -158,12 +158,7 @@ async fn redis_restart_local_delivery_continues_and_cross_node_resumes() {
     }
     local.send("echo", json!("plugins work")).await;
     assert_eq!(local.expect("echo").await, json!("plugins work"));
-    let metrics = reqwest::get(n1.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = n1.metrics().await;
     assert!(
         metrics.contains("switchboard_broker_up 0"),
         "broker state in metrics"
@@ -198,12 +193,7 @@ async fn redis_restart_local_delivery_continues_and_cross_node_resumes() {
         restarted - killed,
         restarted.elapsed()
     );
-    let metrics = reqwest::get(n1.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = n1.metrics().await;
     assert!(
         metrics.contains("switchboard_messages_dropped_total{reason=\"broker_down\"}"),
         "drops while down are counted"
