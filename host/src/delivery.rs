@@ -188,28 +188,53 @@ impl std::fmt::Debug for Hub {
     }
 }
 
+/// What became of one [`Hub::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// Sessions on this node the message was queued to.
+    pub local: usize,
+    /// The copy for the other nodes.
+    pub cluster: ClusterLeg,
+}
+
+/// The cross-node part of a send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClusterLeg {
+    /// Single node, or the target lives here: nothing to publish.
+    NotNeeded,
+    /// Handed to the broker (delivery is at most once: not a confirmation).
+    Queued,
+    /// The broker is down or its queue is full: other nodes will not get this message.
+    Dropped,
+}
+
 impl Hub {
     /// Delivers to matching local sessions and publishes once for other nodes when the target
-    /// may have recipients there. Returns the number of local deliveries.
+    /// may have recipients there.
     pub fn send(
         &self,
         target: Target,
         scope: Scope,
         msg_type: String,
         content: Box<RawValue>,
-    ) -> usize {
+    ) -> Sent {
         let msg = Outbound::new(msg_type, content);
         let local = deliver_local(&self.registry, &target, &scope, &msg);
-        if self.broker.is_clustered() && self.may_be_remote(&target, local) {
-            self.broker.publish(Publication {
-                origin: self.node_id.to_string(),
-                target,
-                scope,
-                msg_type: msg.msg_type.clone(),
-                content: msg.content.clone(),
-            });
-        }
-        local
+        let cluster = if !self.broker.is_clustered() || !self.may_be_remote(&target, local) {
+            ClusterLeg::NotNeeded
+        } else if self.broker.publish(Publication {
+            origin: self.node_id.to_string(),
+            target,
+            scope,
+            msg_type: msg.msg_type.clone(),
+            content: msg.content.clone(),
+        }) {
+            ClusterLeg::Queued
+        } else {
+            ClusterLeg::Dropped
+        };
+        Sent { local, cluster }
     }
 
     /// Delivers a publication from another node to local sessions.

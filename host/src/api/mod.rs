@@ -100,10 +100,12 @@ async fn push(
         ));
     }
     let (target, scope) = req.to.resolve(req.tenant_id)?;
-    let local = state.hub.send(target, scope, req.msg_type, req.content);
+    let sent = state.hub.send(target, scope, req.msg_type, req.content);
+    // `cluster: "dropped"` tells the caller that other nodes missed it (broker down) and a
+    // retry may be worth it; local deliveries happened either way.
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "local_deliveries": local })),
+        Json(json!({ "local_deliveries": sent.local, "cluster": sent.cluster })),
     ))
 }
 

@@ -11,7 +11,9 @@ impl Broker for LocalBroker {
         false
     }
 
-    fn publish(&self, _publication: Publication) {}
+    fn publish(&self, _publication: Publication) -> bool {
+        true
+    }
 
     fn state(&self) -> BrokerState {
         BrokerState::Local

@@ -46,8 +46,9 @@ pub enum BrokerState {
 pub trait Broker: Send + Sync + 'static {
     /// Whether other nodes may exist (false for the local broker: nothing is published).
     fn is_clustered(&self) -> bool;
-    /// Sends a delivery to the other nodes, at most once.
-    fn publish(&self, publication: Publication);
+    /// Sends a delivery to the other nodes, at most once. False when it was dropped at once
+    /// (the link is down or the queue is full); true means queued, not yet confirmed.
+    fn publish(&self, publication: Publication) -> bool;
     /// Current link state, for `/readyz` and metrics.
     fn state(&self) -> BrokerState;
     /// Broker name for logs and `/healthz`.

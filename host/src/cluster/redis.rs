@@ -97,11 +97,13 @@ impl Broker for RedisBroker {
         true
     }
 
-    fn publish(&self, publication: Publication) {
+    fn publish(&self, publication: Publication) -> bool {
         if self.state() != BrokerState::Up || self.outbound.try_send(publication).is_err() {
             metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
                 .increment(1);
+            return false;
         }
+        true
     }
 
     fn state(&self) -> BrokerState {
