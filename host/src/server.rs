@@ -62,6 +62,9 @@ impl AppState {
     }
 }
 
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
 /// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
 fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -79,6 +82,18 @@ fn metrics_handle() -> PrometheusHandle {
             // Another recorder may already be installed (e.g. by an embedding program); then
             // this handle renders an empty page rather than failing the host.
             let _ = metrics::set_global_recorder(recorder);
+            // Histogram samples pile up (8 bytes each) until drained into buckets; without a
+            // scraper they would grow with every plugin call, so drain them on a timer.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || {
+                    loop {
+                        std::thread::sleep(METRICS_UPKEEP);
+                        upkeep.run_upkeep();
+                    }
+                })
+                .expect("spawning the metrics upkeep thread");
             handle
         })
         .clone()
@@ -125,6 +140,9 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // First: metric handles taken while starting (a plugin's counters) bind to the recorder
+    // installed at that moment.
+    let metrics = metrics_handle();
     let config = Arc::new(config);
     let auth = Arc::new(Authenticator::new(&config.auth).context("auth config")?);
     let node_id = node_id(&config);
@@ -192,7 +210,7 @@ pub async fn run(
         )),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
-        metrics: metrics_handle(),
+        metrics,
         session_counter: Arc::new(AtomicU64::new(1)),
     };
     let state_presence = state.hub.presence.clone();

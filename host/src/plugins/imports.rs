@@ -62,6 +62,8 @@ impl CallState {
             }
         };
         self.sends += 1;
+        // A cross-node copy dropped while the broker is down is counted by the broker; the
+        // plugin's send still succeeded for this node's sessions.
         self.env.hub.send(target, scope, msg_type, content);
         Ok(())
     }
@@ -119,7 +121,7 @@ impl presence::Host for CallState {
 impl logging::Host for CallState {
     fn log(&mut self, level: types::Level, message: String) {
         if self.env.log_budget.lock().take(std::time::Instant::now()) != Verdict::Allow {
-            metrics::counter!("switchboard_plugin_log_dropped_total").increment(1);
+            self.env.log_dropped.increment(1);
             return;
         }
         let plugin = self.env.label.as_str();

@@ -169,14 +169,15 @@ impl LoadedPlugin {
         .context("compile task")??;
         let pre = cx.runtime.prepare(&component)?;
         let limits = sidecar.limits(cx.config);
-        let probe_env = env(cx, key.to_owned(), &sidecar);
+        let probe_env = env(cx, key, key.to_owned(), &sidecar);
         let info = cx
             .runtime
             .describe(&pre, &probe_env, &limits)
             .await
             .map_err(|f| anyhow::anyhow!("describe {}", f.0))?;
         validate(&info, &sidecar)?;
-        let env = env(cx, format!("{}@{}", info.name, info.version), &sidecar);
+        let label = format!("{}@{}", info.name, info.version);
+        let env = env(cx, &info.name, label, &sidecar);
         Ok(Self {
             key: key.to_owned(),
             file,
@@ -338,10 +339,11 @@ impl LoadedPlugin {
     }
 }
 
-fn env(cx: &LoadContext<'_>, label: String, sidecar: &Sidecar) -> Arc<PluginEnv> {
+fn env(cx: &LoadContext<'_>, name: &str, label: String, sidecar: &Sidecar) -> Arc<PluginEnv> {
     let per_sec = cx.config.log_lines_per_sec.max(1);
     Arc::new(PluginEnv {
         label,
+        log_dropped: metrics::counter!("switchboard_plugin_log_dropped_total", "plugin" => name.to_owned()),
         capabilities: sidecar.capabilities,
         config: Arc::new(sidecar.config.clone()),
         log_budget: Mutex::new(TokenBucket::new(per_sec, per_sec)),

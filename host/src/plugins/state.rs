@@ -20,6 +20,8 @@ pub struct PluginEnv {
     pub config: Arc<BTreeMap<String, String>>,
     /// Rate limit of `logging.log`.
     pub log_budget: Mutex<TokenBucket>,
+    /// Counts the lines `log_budget` refused.
+    pub log_dropped: metrics::Counter,
     /// Sends made by one call at most.
     pub max_sends_per_call: u32,
     /// Where sends go.
