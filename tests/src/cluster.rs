@@ -193,7 +193,8 @@ impl Node {
             .env("SWITCHBOARD_CLUSTER__REDIS_URL", redis_url)
             .env("SWITCHBOARD_CLUSTER__NODE_ID", node_id)
             .env("SWITCHBOARD_LOG", "warn")
-            .stdout(Stdio::null());
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("host.log")).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -211,6 +212,11 @@ impl Node {
         })
         .await;
         node
+    }
+
+    /// What the process has logged so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("host.log")).unwrap_or_default()
     }
 
     /// `http://addr{path}`.
@@ -300,5 +306,14 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what the node logged.
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of node {} ---", self.node_id);
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }

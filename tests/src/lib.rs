@@ -34,3 +34,11 @@ pub async fn eventually<T>(
         backoff = (backoff * 2).min(Duration::from_millis(50));
     }
 }
+
+/// The value of one series on a Prometheus page, named with its labels as the page writes
+/// them (`name{label="v"}`); `None` when the page does not have it.
+pub fn metric(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -9,6 +9,8 @@
 //! - `config-get` `{"key"}` replies `config-value` `{"key", "value": string|null}`.
 //! - `presence` `{"user_type", "user_id"}` replies `presence`
 //!   `{"online": bool, "users": [ids online of that user type]}`.
+//! - `log` `{"lines": n}` writes n warn-level log lines (`flood <i>`) in one call and replies
+//!   `logged` `{"lines": n}`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -95,6 +97,13 @@ struct Presence {
     users: Vec<String>,
 }
 
+/// The content of `log` and `logged`.
+#[derive(Serialize, Deserialize)]
+struct LogLines {
+    /// How many lines to write.
+    lines: u32,
+}
+
 /// The test listener.
 struct Targets;
 
@@ -123,7 +132,7 @@ impl Targets {
 impl Listener for Targets {
     const NAME: &'static str = env!("CARGO_PKG_NAME");
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
-    const MESSAGE_TYPES: &'static [&'static str] = &["send", "config-get", "presence"];
+    const MESSAGE_TYPES: &'static [&'static str] = &["send", "config-get", "presence", "log"];
 
     fn on_message(ctx: &Context, msg_type: &str, content: Content) -> Result<()> {
         match msg_type {
@@ -140,6 +149,13 @@ impl Listener for Targets {
                     users: ctx.online_users(user.user_type),
                 };
                 ctx.reply("presence", &presence)
+            }
+            "log" => {
+                let req: LogLines = content.parse()?;
+                for i in 0..req.lines {
+                    ctx.warn(&format!("flood {i}"));
+                }
+                ctx.reply("logged", &req)
             }
             other => Err(Error::other(format!("unclaimed type {other}"))),
         }
