@@ -592,6 +592,37 @@ async fn invalid_utf8_text_closes_with_1007() {
 }
 
 #[tokio::test]
+async fn a_message_fragmented_past_the_size_limit_is_closed_with_1009() {
+    use tokio_tungstenite::tungstenite::protocol::frame::{
+        Frame,
+        coding::{Data, OpCode},
+    };
+    let host = TestHost::start_with(&["echo"], |c| c.server.max_frame_bytes = 4096).await;
+    let mut c = host.connect("1", 1, None).await;
+    // A message that starts and never ends: 100-byte fragments, each under the frame limit,
+    // adding up past the message limit.
+    let first = Frame::message(vec![b'a'; 100], OpCode::Data(Data::Text), false);
+    c.send_message(Message::Frame(first)).await.unwrap();
+    for _ in 0..1000 {
+        let more = Frame::message(vec![b'a'; 100], OpCode::Data(Data::Continue), false);
+        if c.send_message(Message::Frame(more)).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(c.closed().await, Some(1009));
+    // A fragmented message within the limit is one message, served as usual.
+    let mut c = host.connect("2", 1, None).await;
+    let text = r#"{"type":"echo","content":"in three parts"}"#.as_bytes();
+    let parts = [&text[..10], &text[10..20], &text[20..]];
+    for (i, part) in parts.iter().enumerate() {
+        let opcode = if i == 0 { Data::Text } else { Data::Continue };
+        let frame = Frame::message(part.to_vec(), OpCode::Data(opcode), i == parts.len() - 1);
+        c.send_message(Message::Frame(frame)).await.unwrap();
+    }
+    assert_eq!(c.expect("echo").await, json!("in three parts"));
+}
+
+#[tokio::test]
 async fn a_ping_flood_is_closed_with_1008() {
     let host = TestHost::start_with(&["echo"], |c| {
         c.server.messages_per_sec = 10;
