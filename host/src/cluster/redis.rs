@@ -24,6 +24,8 @@ use super::{Broker, BrokerState, Publication};
 
 /// Publications waiting for the publisher task.
 const PUBLISH_QUEUE: usize = 10_000;
+/// Publications sent in one pipeline at most.
+const PUBLISH_BATCH: usize = 256;
 /// Incoming publications waiting to be delivered locally.
 const INBOUND_QUEUE: usize = 10_000;
 /// Backoff between reconnection attempts: doubles from the first to the last.
@@ -125,29 +127,35 @@ async fn publish_loop(
     stop: CancellationToken,
 ) {
     let mut failing = false;
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
-        let publication = tokio::select! {
+        // Whatever queued up while the last batch was on the wire goes out in one pipeline:
+        // one round trip per batch, not per message.
+        let received = tokio::select! {
             () = stop.cancelled() => return,
-            p = rx.recv() => match p { Some(p) => p, None => return },
+            n = rx.recv_many(&mut batch, PUBLISH_BATCH) => n,
         };
-        let payload = match serde_json::to_string(&publication) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode a publication");
-                continue;
+        if received == 0 {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        let mut count = 0u64;
+        for publication in batch.drain(..) {
+            match serde_json::to_string(&publication) {
+                Ok(payload) => {
+                    pipe.cmd("PUBLISH").arg(&channel).arg(payload).ignore();
+                    count += 1;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a publication"),
             }
-        };
-        let sent = tokio::time::timeout(
-            COMMAND_TIMEOUT,
-            redis::cmd("PUBLISH")
-                .arg(&channel)
-                .arg(payload)
-                .query_async::<i64>(&mut con),
-        )
-        .await;
+        }
+        if count == 0 {
+            continue;
+        }
+        let sent = tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut con)).await;
         match sent {
-            Ok(Ok(_)) => {
-                metrics::counter!("switchboard_broker_published_total").increment(1);
+            Ok(Ok(())) => {
+                metrics::counter!("switchboard_broker_published_total").increment(count);
                 if failing {
                     tracing::info!("redis broker: publishing again");
                     failing = false;
@@ -155,7 +163,7 @@ async fn publish_loop(
             }
             Ok(Err(_)) | Err(_) => {
                 metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
-                    .increment(1);
+                    .increment(count);
                 if !failing {
                     tracing::warn!(
                         "redis broker: cannot publish; cross-node deliveries are dropped until it recovers"
