@@ -341,9 +341,11 @@ impl LoadedPlugin {
 
 fn env(cx: &LoadContext<'_>, name: &str, label: String, sidecar: &Sidecar) -> Arc<PluginEnv> {
     let per_sec = cx.config.log_lines_per_sec.max(1);
+    let log_dropped =
+        metrics::counter!("switchboard_plugin_log_dropped_total", "plugin" => name.to_owned());
     Arc::new(PluginEnv {
         label,
-        log_dropped: metrics::counter!("switchboard_plugin_log_dropped_total", "plugin" => name.to_owned()),
+        log_dropped,
         capabilities: sidecar.capabilities,
         config: Arc::new(sidecar.config.clone()),
         log_budget: Mutex::new(TokenBucket::new(per_sec, per_sec)),
