@@ -411,14 +411,14 @@ async fn redis_killed_under_load_loses_only_what_was_in_flight_and_recovers() {
         }
     });
     // The remote reader records what arrived, in order.
-    let received = Arc::new(parking_lot::Mutex::new(Vec::<(u64, Instant)>::new()));
+    let received = Arc::new(parking_lot::Mutex::new(Vec::<u64>::new()));
     let reader = tokio::spawn({
         let received = received.clone();
         async move {
             loop {
                 let v = remote.next_json().await;
                 let seq = v["content"].as_u64().unwrap();
-                received.lock().push((seq, Instant::now()));
+                received.lock().push(seq);
             }
         }
     });
@@ -470,9 +470,7 @@ async fn redis_killed_under_load_loses_only_what_was_in_flight_and_recovers() {
         async || {
             let after: Vec<u64> = tally.lock().queued[queued_at_restart..].to_vec();
             let got = received.lock();
-            got.iter()
-                .find(|(seq, _)| after.contains(seq))
-                .map(|(seq, _)| *seq)
+            got.iter().find(|seq| after.contains(seq)).copied()
         },
     )
     .await;
@@ -488,11 +486,7 @@ async fn redis_killed_under_load_loses_only_what_was_in_flight_and_recovers() {
     let t = std::mem::take(&mut *tally.lock());
     let last_queued = *t.queued.last().unwrap();
     eventually(PATIENCE, "the last queued push to arrive", async || {
-        received
-            .lock()
-            .iter()
-            .any(|(s, _)| *s == last_queued)
-            .then_some(())
+        received.lock().contains(&last_queued).then_some(())
     })
     .await;
     reader.abort();
@@ -503,7 +497,7 @@ async fn redis_killed_under_load_loses_only_what_was_in_flight_and_recovers() {
     .await;
     assert!(!local_reader.is_finished(), "the local reader saw a gap");
     local_reader.abort();
-    let got: std::collections::BTreeSet<u64> = received.lock().iter().map(|(s, _)| *s).collect();
+    let got: std::collections::BTreeSet<u64> = received.lock().iter().copied().collect();
     let lost: Vec<u64> = t
         .queued
         .iter()
