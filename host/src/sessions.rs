@@ -5,7 +5,7 @@
 //! the registry on every kind of disconnect (close, error, timeout, shutdown, panic).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicU16, Ordering},
@@ -164,6 +164,9 @@ struct Index {
     by_user: HashMap<UserKey, Vec<Arc<Session>>>,
     /// Sessions of one (tenant, user type), for user-type fan-out without a scan.
     by_group: HashMap<Group, HashMap<Arc<str>, Arc<Session>>>,
+    /// Users whose session count changed since the last `take_changed_users`; kept only
+    /// while someone takes them (see `track_user_changes`).
+    changed_users: Option<HashSet<UserKey>>,
 }
 
 /// Why a session could not be registered.
@@ -213,6 +216,9 @@ impl Registry {
             return Err(RegisterError::UserLimit(self.max_per_user));
         }
         user_sessions.push(session.clone());
+        if let Some(changed) = &mut index.changed_users {
+            changed.insert(key.clone());
+        }
         index
             .by_group
             .entry((key.tenant, key.user_type))
@@ -232,6 +238,9 @@ impl Registry {
         let key = session.user_key();
         let mut index = self.index.write();
         index.by_id.remove(&session.id);
+        if let Some(changed) = &mut index.changed_users {
+            changed.insert(key.clone());
+        }
         if let Some(list) = index.by_user.get_mut(&key) {
             list.retain(|s| s.id != session.id);
             if list.is_empty() {
@@ -253,6 +262,29 @@ impl Registry {
     /// Signalled after sessions come or go.
     pub fn changes(&self) -> Arc<tokio::sync::Notify> {
         self.changed.clone()
+    }
+
+    /// Starts recording which users' session counts change, for `take_changed_users`. The
+    /// taker must take regularly: the set holds every user changed since the last take.
+    pub fn track_user_changes(&self) {
+        self.index.write().changed_users.get_or_insert_default();
+    }
+
+    /// The users whose session count changed since the last call, with their count now (0:
+    /// no session left here).
+    pub fn take_changed_users(&self) -> Vec<(UserKey, usize)> {
+        let mut index = self.index.write();
+        let changed = match &mut index.changed_users {
+            Some(changed) => std::mem::take(changed),
+            None => return Vec::new(),
+        };
+        changed
+            .into_iter()
+            .map(|key| {
+                let n = index.by_user.get(&key).map_or(0, Vec::len);
+                (key, n)
+            })
+            .collect()
     }
 
     /// Every user with their number of sessions here.
@@ -398,6 +430,29 @@ mod tests {
             2,
             CancellationToken::new(),
         )
+    }
+
+    #[test]
+    fn changed_users_are_recorded_only_when_tracked_and_taken_once() {
+        let r = Registry::new(2);
+        let untracked = r.register(session("x", None, 1, "0")).unwrap();
+        assert!(r.take_changed_users().is_empty(), "nothing kept untracked");
+        r.track_user_changes();
+        let a = r.register(session("a", Some("t"), 1, "1")).unwrap();
+        let b = r.register(session("b", Some("t"), 1, "1")).unwrap();
+        let c = r.register(session("c", Some("t"), 1, "2")).unwrap();
+        drop(c);
+        let mut taken = r.take_changed_users();
+        taken.sort_by(|x, y| x.0.user_id.cmp(&y.0.user_id));
+        let counts: Vec<(&str, usize)> = taken.iter().map(|(k, n)| (&*k.user_id, *n)).collect();
+        assert_eq!(counts, vec![("1", 2), ("2", 0)]);
+        assert!(r.take_changed_users().is_empty(), "taken once");
+        drop((a, b, untracked));
+        let taken = r.take_changed_users();
+        let mut ids: Vec<&str> = taken.iter().map(|(k, _)| &*k.user_id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec!["0", "1"]);
+        assert!(taken.iter().all(|(_, n)| *n == 0));
     }
 
     #[test]

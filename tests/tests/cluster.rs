@@ -85,7 +85,7 @@ async fn presence_is_cluster_wide_and_a_killed_node_drops_out_within_the_ttl() {
     let _a = n1.connect("a", 1, Some("t")).await;
     let _b = n2.connect("b", 1, Some("t")).await;
     let _b2 = n3.connect("b", 1, Some("t")).await;
-    let _c = n3.connect("c", 1, Some("t")).await;
+    let c = n3.connect("c", 1, Some("t")).await;
 
     for node in [&n1, &n2, &n3] {
         eventually(PATIENCE, "every node sees every user", async || {
@@ -101,6 +101,23 @@ async fn presence_is_cluster_wide_and_a_killed_node_drops_out_within_the_ttl() {
     // Without a tenant filter: every tenant.
     let (_, body) = n1.get("/api/v1/presence/users?user_type=1").await;
     assert_eq!(body["users"], json!(["a", "b", "c"]));
+
+    // A user who leaves drops out everywhere at the next write, not at the TTL.
+    c.close().await;
+    let left = Instant::now();
+    eventually(PATIENCE, "c to be gone on p1", async || {
+        let (_, body) = n1
+            .get("/api/v1/presence/users?user_type=1&tenant_id=t")
+            .await;
+        (body["users"] == json!(["a", "b"])).then_some(())
+    })
+    .await;
+    let gone = left.elapsed();
+    eprintln!("a closed session left cluster presence after {gone:?}");
+    assert!(
+        gone < Duration::from_secs(1),
+        "well within the TTL: {gone:?}"
+    );
 
     n2.kill();
     let killed = Instant::now();
@@ -122,7 +139,7 @@ async fn presence_is_cluster_wide_and_a_killed_node_drops_out_within_the_ttl() {
     let (_, body) = n3
         .get("/api/v1/presence/users?user_type=1&tenant_id=t")
         .await;
-    assert_eq!(body["users"], json!(["a", "b", "c"]), "b is still on p3");
+    assert_eq!(body["users"], json!(["a", "b"]), "b is still on p3");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Cluster-wide presence in Redis. Each node writes its own users, per (user type, tenant), as
 //! hashes `user id → session count` with a TTL it keeps refreshing, and its heartbeat into the
-//! `<cluster>:nodes` sorted set. Queries read every live node's hashes (this node's answer comes
+//! `<cluster>:nodes` sorted set. After sessions come or go it writes only the users that
+//! changed; the whole set is rewritten every third of the TTL and after a failed write. Queries read every live node's hashes (this node's answer comes
 //! from its registry, so it is never stale). A node that dies without cleaning up drops out when
 //! its heartbeat is older than the TTL, and its keys expire.
 
@@ -67,6 +68,7 @@ impl ClusterPresence {
             ttl: ttl.max(Duration::from_secs(3)),
             registry: registry.clone(),
         });
+        registry.track_user_changes();
         tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
         Ok(presence)
     }
@@ -107,6 +109,28 @@ impl ClusterPresence {
             pipe.sadd(&groups_key, key).ignore();
         }
         pipe.expire(&groups_key, ttl as i64).ignore();
+        pipe.zadd(self.nodes_key(), &*self.node_id, now_ms())
+            .ignore();
+        pipe.query_async::<()>(&mut con).await
+    }
+
+    /// Writes the session counts of the users that changed (0: removed), and the heartbeat.
+    async fn sync_users(&self, changed: &[(UserKey, usize)]) -> redis::RedisResult<()> {
+        let mut con = self.con.clone();
+        let groups_key = self.groups_key(&self.node_id);
+        let ttl = self.ttl.as_secs().max(1) as i64;
+        let mut pipe = redis::pipe();
+        for (key, sessions) in changed {
+            let group = self.group_key(&self.node_id, key.user_type, &key.tenant);
+            if *sessions == 0 {
+                pipe.hdel(&group, &*key.user_id).ignore();
+            } else {
+                pipe.hset(&group, &*key.user_id, *sessions).ignore();
+                pipe.expire(&group, ttl).ignore();
+                pipe.sadd(&groups_key, &group).ignore();
+            }
+        }
+        pipe.expire(&groups_key, ttl).ignore();
         pipe.zadd(self.nodes_key(), &*self.node_id, now_ms())
             .ignore();
         pipe.query_async::<()>(&mut con).await
@@ -242,10 +266,24 @@ impl ClusterPresence {
 async fn sync_loop(presence: Arc<ClusterPresence>, changed: Arc<Notify>, stop: CancellationToken) {
     let refresh = presence.ttl / 3;
     let mut failing = false;
+    let mut last_full: Option<tokio::time::Instant> = None;
     loop {
-        let sync = tokio::time::timeout(Duration::from_secs(2), presence.sync()).await;
+        // Taken every round, so the set never holds more than one round's changes.
+        let users = presence.registry.take_changed_users();
+        let full = failing || last_full.is_none_or(|t| t.elapsed() >= refresh);
+        let write = async {
+            if full {
+                presence.sync().await
+            } else {
+                presence.sync_users(&users).await
+            }
+        };
+        let sync = tokio::time::timeout(Duration::from_secs(2), write).await;
         match sync {
             Ok(Ok(())) => {
+                if full {
+                    last_full = Some(tokio::time::Instant::now());
+                }
                 if failing {
                     tracing::info!("cluster presence: writing again");
                     failing = false;
