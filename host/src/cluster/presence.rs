@@ -1,9 +1,10 @@
 //! Cluster-wide presence in Redis. Each node writes its own users, per (user type, tenant), as
 //! hashes `user id → session count` with a TTL it keeps refreshing, and its heartbeat into the
 //! `<cluster>:nodes` sorted set. After sessions come or go it writes only the users that
-//! changed; the whole set is rewritten every third of the TTL and after a failed write. Queries read every live node's hashes (this node's answer comes
-//! from its registry, so it is never stale). A node that dies without cleaning up drops out when
-//! its heartbeat is older than the TTL, and its keys expire.
+//! changed; the whole set is rewritten every third of the TTL and after a failed write.
+//! Queries read every live node's hashes (this node's answer comes from its registry, so it is
+//! never stale). A node that dies without cleaning up drops out when its heartbeat is older
+//! than the TTL, and its keys expire.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
