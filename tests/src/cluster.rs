@@ -141,6 +141,19 @@ pub fn host_binary() -> PathBuf {
     .clone()
 }
 
+/// `POST {base}/api/v1/messages` with the API key: status and JSON body. For tasks that
+/// outlive a borrow of their [`Node`]; `Node::push` is the same.
+pub async fn push(http: &reqwest::Client, base: &str, body: Value) -> (u16, Value) {
+    let r = http
+        .post(format!("{base}/api/v1/messages"))
+        .bearer_auth(API_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 /// A `switchboard serve` process.
 pub struct Node {
     /// Where it listens.
@@ -234,15 +247,7 @@ impl Node {
 
     /// `POST /api/v1/messages`.
     pub async fn push(&self, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(self.url("/api/v1/messages"))
-            .bearer_auth(API_KEY)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        push(&self.http, &self.url(""), body).await
     }
 
     /// `GET path` with the API key.

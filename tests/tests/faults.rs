@@ -17,7 +17,7 @@ use serde_json::json;
 use switchboard_tests::{
     PATIENCE,
     client::Client,
-    cluster::{Node, RedisServer, require_redis},
+    cluster::{self, Node, RedisServer, require_redis},
     eventually,
     host::{SECRET, token},
     metric,
@@ -379,20 +379,14 @@ async fn redis_killed_under_load_loses_only_what_was_in_flight_and_recovers() {
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(parking_lot::Mutex::new(Tally::default()));
     let load = tokio::spawn({
-        let (stop, tally, url) = (stop.clone(), tally.clone(), n1.url("/api/v1/messages"));
+        let (stop, tally, base) = (stop.clone(), tally.clone(), n1.url(""));
         async move {
             let http = reqwest::Client::new();
             let push = async |to: &str, seq: u64| {
                 let body = json!({"to": {"user": {"user_type": 1, "user_id": to}}, "type": "load", "content": seq});
-                let r = http
-                    .post(&url)
-                    .bearer_auth(switchboard_tests::host::API_KEY)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-                r.json::<serde_json::Value>().await.unwrap()
+                let (status, response) = cluster::push(&http, &base, body).await;
+                assert_eq!(status, 202, "{response}");
+                response
             };
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
