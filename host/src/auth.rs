@@ -221,7 +221,12 @@ impl Authenticator {
         validation.leeway = config.leeway_secs;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience is required, not only checked when present: a token
+        // without it (or with `aud: null`, `aud: 123`) is refused as missing the claim.
+        let mut required = vec!["exp"];
+        required.extend(config.issuer.as_ref().map(|_| "iss"));
+        required.extend(config.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         match &config.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
             None => validation.iss = None,
@@ -276,10 +281,17 @@ impl Authenticator {
                     })?
             }
         };
-        let tenant_id = claims
-            .get(&c.tenant_id_claim)
-            .and_then(scalar_string)
-            .filter(|s| !s.is_empty());
+        // Absent or null: no tenant. Any other shape is refused rather than read as "no
+        // tenant", which would put the user outside every tenant's scope checks.
+        let tenant_id = match claims.get(&c.tenant_id_claim) {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(scalar_string(v).filter(|s| !s.is_empty()).ok_or_else(|| {
+                AuthError::Claim(format!(
+                    "{:?} (tenant id) must be a non-empty string or a number",
+                    c.tenant_id_claim
+                ))
+            })?),
+        };
         Ok(Principal {
             user_id: user_id.into(),
             user_type,
@@ -388,6 +400,74 @@ mod tests {
         assert_eq!(
             (&*p.user_id, p.user_type, p.tenant_id.as_deref()),
             ("7", 1, Some("1"))
+        );
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        let a = auth(|c| {
+            c.issuer = Some("sso".into());
+            c.audience = Some("switchboard".into());
+        });
+        let exp = jsonwebtoken::get_current_timestamp() + 60;
+        let base = serde_json::json!({"sub": "1", "user_type": 1, "exp": exp});
+        let with = |extra: serde_json::Value| {
+            let mut claims = base.clone();
+            for (k, v) in extra.as_object().unwrap() {
+                claims[k] = v.clone();
+            }
+            a.verify(&sign(claims))
+        };
+        assert!(with(serde_json::json!({"iss": "sso", "aud": "switchboard"})).is_ok());
+        assert!(with(serde_json::json!({"iss": "sso", "aud": ["x", "switchboard"]})).is_ok());
+        for bad in [
+            serde_json::json!({"aud": "switchboard"}),
+            serde_json::json!({"iss": "sso"}),
+            serde_json::json!({"iss": "sso", "aud": null}),
+            serde_json::json!({"iss": "sso", "aud": 123}),
+            serde_json::json!({"iss": null, "aud": "switchboard"}),
+            serde_json::json!({"iss": 7, "aud": "switchboard"}),
+            serde_json::json!({"iss": "other", "aud": "switchboard"}),
+            serde_json::json!({"iss": "sso", "aud": "other"}),
+        ] {
+            let err = with(bad.clone()).unwrap_err();
+            assert_eq!(err.code(), "invalid_token", "{bad}: {err}");
+        }
+        // Without them configured, tokens need neither.
+        assert!(auth(|_| {}).verify(&sign(base.clone())).is_ok());
+    }
+
+    #[test]
+    fn malformed_tenant_claims_are_refused() {
+        let a = auth(|_| {});
+        let exp = jsonwebtoken::get_current_timestamp() + 60;
+        let token = |tenant: serde_json::Value| {
+            sign(serde_json::json!({"sub": "1", "user_type": 1, "exp": exp, "tenant_id": tenant}))
+        };
+        for bad in [
+            serde_json::json!(["t1"]),
+            serde_json::json!({"id": "t1"}),
+            serde_json::json!(true),
+            serde_json::json!(""),
+        ] {
+            let err = a.verify(&token(bad.clone())).unwrap_err();
+            assert_eq!(err.code(), "invalid_claims", "{bad}: {err}");
+        }
+        assert_eq!(
+            a.verify(&token(serde_json::Value::Null)).unwrap().tenant_id,
+            None
+        );
+        assert_eq!(
+            a.verify(&token(serde_json::json!(12)))
+                .unwrap()
+                .tenant_id
+                .as_deref(),
+            Some("12")
         );
     }
 
