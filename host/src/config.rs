@@ -2,12 +2,42 @@
 //!
 //! Every field has a default that serves a local single node, so an empty file (or no file) is
 //! a valid configuration. Unknown keys are an error that names the key, so a typo never
-//! silently falls back to a default.
+//! silently falls back to a default. Every error names where the bad value came from (the file
+//! and line, or the environment variable), the key, and the fix; none panics.
 
-use std::{net::SocketAddr, path::PathBuf};
+mod check;
+mod endpoints;
+mod env;
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
 use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
+
+pub use self::{
+    check::{MAX_CLUSTER_NAME_LEN, MAX_NODE_ID_LEN},
+    endpoints::{BUILT_IN as BUILT_IN_ROUTES, MAX_PATH_LEN as MAX_ENDPOINT_PATH_LEN},
+};
+
+/// A setting that is out of range or conflicts with another: the key and what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct Invalid {
+    /// The dotted key, e.g. `server.max_connections` or `endpoints[1].path`.
+    pub key: String,
+    /// What is wrong and how to fix it.
+    pub problem: String,
+}
+
+impl Invalid {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
 
 /// Prefix of environment variables that override file settings.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
@@ -221,10 +251,14 @@ pub struct ClusterConfig {
     pub redis_url: String,
     /// Cluster name; prefixes every Redis key and channel so clusters can share a Redis.
     pub name: String,
-    /// This node's id; generated at start when unset.
+    /// This node's id; generated at start when unset. 1 to 64 characters from
+    /// `A-Z a-z 0-9 _ . -`.
     pub node_id: Option<String>,
-    /// Seconds a node's presence entries live in Redis without a refresh.
+    /// Seconds a node's presence entries live in Redis without a refresh (3 to 86400).
     pub presence_ttl_secs: u64,
+    /// How often the Redis broker PINGs its connections, in milliseconds (100 to 60000). A
+    /// PING unanswered within a second marks the broker down (`/readyz` 503).
+    pub health_interval_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -235,6 +269,7 @@ impl Default for ClusterConfig {
             name: "switchboard".into(),
             node_id: None,
             presence_ttl_secs: 15,
+            health_interval_ms: 1000,
         }
     }
 }
@@ -297,12 +332,15 @@ impl Config {
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let text = match path {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("reading config file {}", path.display()))?,
-            None => String::new(),
+        let (text, source) = match path {
+            Some(path) => (
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?,
+                path.display().to_string(),
+            ),
+            None => (String::new(), "config".to_owned()),
         };
-        Self::parse(&text, env)
+        Self::parse_named(&text, &source, env)
     }
 
     /// Parses TOML text and applies environment overrides.
@@ -310,12 +348,43 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        let mut table: toml::Table = text.parse().context("config is not valid TOML")?;
+        Self::parse_named(text, "config", env)
+    }
+
+    /// Like [`Config::parse`]; errors start with `source` (the file name) or the variable.
+    fn parse_named(
+        text: &str,
+        source: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        // The file alone first, so its errors carry a line number.
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{source}{}", describe_toml_error(text, &e)))?;
+        toml::from_str::<Config>(text)
+            .map_err(|e| anyhow::anyhow!("{source}{}", describe_toml_error(text, &e)))?;
+        let mut from_env: HashMap<String, String> = HashMap::new();
         for (name, value) in env {
-            apply_env_override(&mut table, &name, &value)?;
+            if let Some(o) = env::read(&name, &value)? {
+                from_env.insert(o.dotted(), o.var.clone());
+                o.apply(&mut table)?;
+            }
         }
-        let config: Config = serde_path_to_error(table)?;
-        config.validate()?;
+        let config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| anyhow::anyhow!("{source} with environment overrides: {e}"))?;
+        config
+            .validate()
+            .map_err(|e| match e.downcast_ref::<Invalid>() {
+                Some(invalid) => {
+                    let origin = from_env
+                        .iter()
+                        .find(|(key, _)| {
+                            invalid.key == **key || invalid.key.starts_with(&format!("{key}["))
+                        })
+                        .map_or(source, |(_, var)| var.as_str());
+                    anyhow::anyhow!("{origin}: {invalid}")
+                }
+                None => anyhow::anyhow!("{source}: {e:#}"),
+            })?;
         Ok(config)
     }
 
@@ -347,6 +416,10 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        check::server(&self.server)?;
+        check::auth(&self.auth)?;
+        check::cluster(&self.cluster)?;
+        endpoints::check(&self.endpoints)?;
         let s = &self.server;
         for (name, value) in [
             ("server.max_connections", s.max_connections),
@@ -372,59 +445,61 @@ impl Config {
         if self.plugins.call_timeout_ms == 0 || self.plugins.memory_limit_mb == 0 {
             bail!("plugins.call_timeout_ms and plugins.memory_limit_mb must be at least 1");
         }
-        let mut paths = std::collections::HashSet::new();
-        for endpoint in &self.endpoints {
-            if !endpoint.path.starts_with('/') {
-                bail!("endpoint path {:?} must start with '/'", endpoint.path);
-            }
-            if !paths.insert(&endpoint.path) {
-                bail!("endpoint path {:?} is configured twice", endpoint.path);
-            }
-        }
         Ok(())
     }
 }
 
-/// Deserializes with the path of the offending key in the error (e.g. `server.lisen`).
-fn serde_path_to_error(table: toml::Table) -> anyhow::Result<Config> {
-    let value = toml::Value::Table(table);
-    Config::deserialize(value).map_err(|e| anyhow::anyhow!("invalid config: {e}"))
+/// `:LINE: KEY: message` for an error in the file, with the dotted key found from its span.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    const FIX: &str = "(README.md, \"Configuration\", lists every key with its type and range)";
+    let Some(span) = e.span() else {
+        return format!(": {message} {FIX}");
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    match key_at(text, start) {
+        Some(key) => format!(":{line}: {key}: {message} {FIX}"),
+        None => format!(":{line}: {message} {FIX}"),
+    }
 }
 
-/// Applies `SWITCHBOARD_SECTION__KEY=value` to the table. The value is read as a TOML value
-/// when it parses as one (numbers, booleans, arrays), else as a string.
-/// `SWITCHBOARD_ENDPOINTS` replaces the endpoint list with a TOML array of tables.
-fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
-    let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
-        return Ok(());
+/// The dotted key of the setting at byte `offset`: the `[section]` (or `[[array]]` entry) the
+/// line is in, and the key the line sets.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line = text[line_start..line_end].trim();
+    let header = |l: &str| {
+        let l = l.trim();
+        let inner = l
+            .strip_prefix("[[")
+            .and_then(|r| r.split("]]").next())
+            .map(|name| (name.trim().to_owned(), true))
+            .or_else(|| {
+                l.strip_prefix('[')
+                    .and_then(|r| r.split(']').next())
+                    .map(|name| (name.trim().to_owned(), false))
+            })?;
+        Some(inner)
     };
-    let parsed = parse_env_value(value);
-    if rest == "ENDPOINTS" {
-        table.insert("endpoints".into(), parsed);
-        return Ok(());
+    if let Some((name, _)) = header(line) {
+        return Some(name);
     }
-    let Some((section, key)) = rest.split_once("__") else {
-        // Not a config override (e.g. SWITCHBOARD_LOG): ignore.
-        return Ok(());
-    };
-    let section = section.to_ascii_lowercase();
-    let key = key.to_ascii_lowercase();
-    let entry = table
-        .entry(section.clone())
-        .or_insert_with(|| toml::Value::Table(Default::default()));
-    let Some(section_table) = entry.as_table_mut() else {
-        bail!("{name}: config section `{section}` is not a table");
-    };
-    section_table.insert(key, parsed);
-    Ok(())
-}
-
-fn parse_env_value(value: &str) -> toml::Value {
-    let doc = format!("v = {value}");
-    match doc.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| value.into()),
-        Err(_) => toml::Value::String(value.into()),
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    if key.is_empty() {
+        return None;
     }
+    let headers: Vec<(String, bool)> = text[..line_start].lines().filter_map(header).collect();
+    let section = headers.last().map(|(name, array)| {
+        let index = headers.iter().filter(|h| h.1 && h.0 == *name).count();
+        (name.clone(), *array, index.saturating_sub(1))
+    });
+    Some(match section {
+        Some((name, true, index)) => format!("{name}[{index}].{key}"),
+        Some((name, false, _)) => format!("{name}.{key}"),
+        None => key.to_owned(),
+    })
 }
 
 #[cfg(test)]
@@ -463,7 +538,9 @@ mod tests {
                 ("SWITCHBOARD_SERVER__LISTEN", "127.0.0.1:0"),
                 ("SWITCHBOARD_SERVER__OUTBOUND_QUEUE", "7"),
                 ("SWITCHBOARD_API__KEYS", "[\"k1\", \"k2\"]"),
-                ("SWITCHBOARD_AUTH__JWT_SECRET", "s3cret"),
+                ("SWITCHBOARD_AUTH__JWT_SECRET", "1234567890123456789"),
+                ("SWITCHBOARD_CLUSTER__NODE_ID", "1"),
+                ("SWITCHBOARD_CLUSTER__PRESENCE_TTL_SECS", "20"),
                 ("SWITCHBOARD_LOG", "debug"),
                 ("OTHER", "x"),
             ]),
@@ -472,7 +549,10 @@ mod tests {
         assert_eq!(c.server.listen.port(), 0);
         assert_eq!(c.server.outbound_queue, 7);
         assert_eq!(c.api.keys, vec!["k1", "k2"]);
-        assert_eq!(c.auth.jwt_secret.as_deref(), Some("s3cret"));
+        // All digits, but a secret is a string.
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("1234567890123456789"));
+        assert_eq!(c.cluster.node_id.as_deref(), Some("1"));
+        assert_eq!(c.cluster.presence_ttl_secs, 20);
     }
 
     #[test]

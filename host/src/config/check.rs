@@ -1,0 +1,172 @@
+//! Range and consistency checks of `[server]`, `[auth]` and `[cluster]`. Every limit has an
+//! explicit range, so a value that would overflow a duration, exhaust memory or make a
+//! runtime primitive panic is refused at start with the key and the fix.
+
+use std::ops::RangeInclusive;
+
+use super::{AuthConfig, ClusterConfig, Invalid, ServerConfig};
+
+/// Longest node id: it is part of every session id and Redis key of the node.
+pub const MAX_NODE_ID_LEN: usize = 64;
+/// Longest cluster name: it prefixes every Redis key and channel.
+pub const MAX_CLUSTER_NAME_LEN: usize = 64;
+/// Shortest `auth.jwt_secret`, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+const SECS_IN_A_DAY: u64 = 86_400;
+
+/// `key = value` must lie in `range`.
+fn in_range<T>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), Invalid>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(Invalid::new(
+        key,
+        format!(
+            "{value} is out of range; set it between {} and {}",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// `[server]` limits.
+pub fn server(s: &ServerConfig) -> Result<(), Invalid> {
+    in_range("server.max_connections", s.max_connections, 1..=1_000_000)?;
+    in_range(
+        "server.max_connections_per_user",
+        s.max_connections_per_user,
+        1..=100_000,
+    )?;
+    in_range("server.max_frame_bytes", s.max_frame_bytes, 16..=16 << 20)?;
+    in_range("server.outbound_queue", s.outbound_queue, 1..=1_000_000)?;
+    in_range("server.ping_interval_secs", s.ping_interval_secs, 1..=3600)?;
+    in_range(
+        "server.idle_timeout_secs",
+        s.idle_timeout_secs,
+        1..=SECS_IN_A_DAY,
+    )?;
+    in_range("server.messages_per_sec", s.messages_per_sec, 1..=1_000_000)?;
+    in_range("server.messages_burst", s.messages_burst, 1..=1_000_000)?;
+    in_range(
+        "server.shutdown_timeout_secs",
+        s.shutdown_timeout_secs,
+        0..=3600,
+    )?;
+    in_range("server.close_timeout_secs", s.close_timeout_secs, 1..=600)?;
+    in_range(
+        "server.handshakes_per_sec",
+        s.handshakes_per_sec,
+        1..=1_000_000,
+    )?;
+    in_range("server.handshakes_burst", s.handshakes_burst, 1..=1_000_000)?;
+    for origin in &s.allowed_origins {
+        if origin.is_empty() || origin.len() > 2048 || origin.chars().any(char::is_whitespace) {
+            return Err(Invalid::new(
+                "server.allowed_origins",
+                format!("{origin:?} is not an origin; write it like \"https://app.example.com\""),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `[auth]`: settings that exclude or need each other.
+pub fn auth(a: &AuthConfig) -> Result<(), Invalid> {
+    if a.jwt_secret.is_some() && a.jwt_public_key_file.is_some() {
+        return Err(Invalid::new(
+            "auth.jwt_secret",
+            "conflicts with auth.jwt_public_key_file; set only one of them (a secret for HS*, a \
+             public key for RS*/PS*/ES*)",
+        ));
+    }
+    if a.jwt_private_key_file.is_some() && a.jwt_public_key_file.is_none() {
+        return Err(Invalid::new(
+            "auth.jwt_private_key_file",
+            "needs auth.jwt_public_key_file; set the matching public key too",
+        ));
+    }
+    if let Some(secret) = &a.jwt_secret
+        && secret.len() < MIN_SECRET_LEN
+    {
+        return Err(Invalid::new(
+            "auth.jwt_secret",
+            format!("is shorter than {MIN_SECRET_LEN} bytes; use a longer random secret"),
+        ));
+    }
+    for (key, value) in [("auth.issuer", &a.issuer), ("auth.audience", &a.audience)] {
+        if value.as_deref() == Some("") {
+            return Err(Invalid::new(
+                key,
+                "is empty; remove it or name the expected value",
+            ));
+        }
+    }
+    in_range("auth.leeway_secs", a.leeway_secs, 0..=3600)?;
+    for (key, claim) in [
+        ("auth.user_id_claim", &a.user_id_claim),
+        ("auth.user_type_claim", &a.user_type_claim),
+        ("auth.tenant_id_claim", &a.tenant_id_claim),
+    ] {
+        if claim.is_empty() {
+            return Err(Invalid::new(key, "is empty; name the claim, e.g. \"sub\""));
+        }
+    }
+    Ok(())
+}
+
+/// `[cluster]`: limits, and names that end up in session ids and Redis keys.
+pub fn cluster(c: &ClusterConfig) -> Result<(), Invalid> {
+    in_range(
+        "cluster.presence_ttl_secs",
+        c.presence_ttl_secs,
+        3..=SECS_IN_A_DAY,
+    )?;
+    in_range(
+        "cluster.health_interval_ms",
+        c.health_interval_ms,
+        100..=60_000,
+    )?;
+    name("cluster.name", &c.name, MAX_CLUSTER_NAME_LEN)?;
+    if let Some(id) = &c.node_id {
+        name("cluster.node_id", id, MAX_NODE_ID_LEN)?;
+    }
+    Ok(())
+}
+
+/// A name of 1 to `max` characters from `A-Z a-z 0-9 _ . -`: safe in Redis keys (`:` is
+/// their separator) and in session ids, which end in `-<random hex>`.
+fn name(key: &str, value: &str, max: usize) -> Result<(), Invalid> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
+    if value.is_empty() || value.len() > max || !value.chars().all(allowed) {
+        return Err(Invalid::new(
+            key,
+            format!("{value:?} is not allowed; use 1 to {max} characters from A-Z a-z 0-9 _ . -"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids_are_checked() {
+        let ok = |id: &str| {
+            cluster(&ClusterConfig {
+                node_id: Some(id.into()),
+                ..Default::default()
+            })
+        };
+        assert!(ok("a").is_ok());
+        assert!(ok("a-1").is_ok());
+        assert!(ok("node_7.eu").is_ok());
+        for bad in ["", "a:b", "a b", "ü", &"x".repeat(MAX_NODE_ID_LEN + 1)] {
+            assert!(ok(bad).is_err(), "{bad:?}");
+        }
+    }
+}
