@@ -131,9 +131,14 @@ pub fn deliver_local(
             }
         }
         Target::User(user) => for_user(registry, user, scope, &mut push),
-        Target::Users(users) => users
-            .iter()
-            .for_each(|user| for_user(registry, user, scope, &mut push)),
+        Target::Users(users) => {
+            // One delivery per session, however often a user is listed.
+            let mut seen = std::collections::HashSet::with_capacity(users.len());
+            users
+                .iter()
+                .filter(|user| seen.insert(*user))
+                .for_each(|user| for_user(registry, user, scope, &mut push))
+        }
         Target::UserType(user_type) => {
             registry.for_user_type(scope.tenant_filter(), *user_type, &mut push)
         }
@@ -159,12 +164,8 @@ fn for_user(
             },
             push,
         ),
-        // Rare (trusted callers only): the user may exist in several tenants.
-        Scope::All => registry.for_user_type(None, user.user_type, |s| {
-            if *s.principal.user_id == *user_id {
-                push(s)
-            }
-        }),
+        // Trusted callers only: the user may exist in several tenants.
+        Scope::All => registry.for_user_any_tenant(user.user_type, &user_id, push),
     }
 }
 
@@ -258,6 +259,18 @@ impl Hub {
         self.registry.user_sessions(key)
     }
 
+    /// Number of sessions of a user in the cluster, in every tenant; falls back like
+    /// [`Hub::user_sessions`].
+    pub async fn user_sessions_any_tenant(&self, user_type: u32, user_id: &Arc<str>) -> usize {
+        if let Some(presence) = &self.presence {
+            match presence.user_sessions_any_tenant(user_type, user_id).await {
+                Some(n) => return n,
+                None => metrics::counter!("switchboard_presence_degraded_total").increment(1),
+            }
+        }
+        self.registry.user_sessions_any_tenant(user_type, user_id)
+    }
+
     /// Ids of the online users of a user type in the cluster; `tenant` as in
     /// [`Registry::for_user_type`]. Falls back to this node's users like `user_sessions`.
     pub async fn online_users(
@@ -282,9 +295,9 @@ impl Hub {
         }
     }
 
+    /// Whether `id` names this node exactly (a prefix match would confuse `a` with `a-1`).
     fn owns_session(&self, id: &str) -> bool {
-        id.strip_prefix(&*self.node_id)
-            .is_some_and(|rest| rest.starts_with('-'))
+        crate::sessions::node_of(id) == Some(&*self.node_id)
     }
 }
 

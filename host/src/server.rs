@@ -4,10 +4,7 @@
 
 use std::{
     future::Future,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, OnceLock},
     time::Duration,
 };
 
@@ -50,15 +47,13 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// Source of session ids.
-    session_counter: Arc<AtomicU64>,
 }
 
 impl AppState {
-    /// A session id unique in the cluster: `<node id>-<counter>`.
+    /// A new session id, unguessable and unique in the cluster (see
+    /// [`crate::sessions::new_session_id`]).
     pub fn next_session_id(&self) -> Arc<str> {
-        let n = self.session_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.hub.node_id).into()
+        crate::sessions::new_session_id(&self.hub.node_id)
     }
 }
 
@@ -133,6 +128,19 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// [`app`], refusing with an error instead of panicking when the router rejects a route.
+/// Config validation refuses clashing endpoint paths first; this is the last guard.
+pub fn checked_app(state: AppState) -> anyhow::Result<Router> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app(state))).map_err(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown reason");
+        anyhow::anyhow!("the endpoint routes cannot be served ({why}); check [[endpoints]] paths")
+    })
+}
+
 /// Serves on `listener` until `shutdown` resolves, then closes every session with 1001 and
 /// returns within `server.shutdown_timeout_secs`.
 pub async fn run(
@@ -149,6 +157,9 @@ pub async fn run(
     let registry = Registry::new(config.server.max_connections_per_user);
     // Stopped after the sessions have closed, so the cluster hears of their departure.
     let cluster_stop = CancellationToken::new();
+    // Every early return below (`?`) drops this and so stops the cluster tasks: a failed
+    // start leaves nothing running and no presence behind.
+    let cluster_guard = cluster_stop.clone().drop_guard();
     let (hub, inbound) = match config.cluster.broker {
         BrokerKind::Local => {
             let hub = Hub {
@@ -166,6 +177,7 @@ pub async fn run(
                 client.clone(),
                 &config.cluster.name,
                 node_id.clone(),
+                Duration::from_millis(config.cluster.health_interval_ms),
                 cluster_stop.clone(),
             )?;
             let presence = cluster::presence::ClusterPresence::start(
@@ -211,7 +223,6 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         metrics,
-        session_counter: Arc::new(AtomicU64::new(1)),
     };
     let state_presence = state.hub.presence.clone();
     let addr = listener.local_addr()?;
@@ -227,7 +238,14 @@ pub async fn run(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown({
+    let router = match checked_app(state) {
+        Ok(router) => router,
+        Err(e) => {
+            plugins.stop();
+            return Err(e);
+        }
+    };
+    let serve = axum::serve(listener, router).with_graceful_shutdown({
         let token = token.clone();
         async move { token.cancelled().await }
     });
@@ -241,7 +259,9 @@ pub async fn run(
         tracing::warn!("sessions did not close within {grace:?}; exiting anyway");
     }
     plugins.stop();
-    cluster_stop.cancel();
+    // The presence task writes its last entries, then removes them, and only then ends: no
+    // write can land after the removal.
+    drop(cluster_guard);
     if let Some(presence) = &state_presence {
         presence.leave_now().await;
     }

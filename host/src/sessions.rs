@@ -30,10 +30,28 @@ pub enum Frame {
     Text(Utf8Bytes),
 }
 
+/// Random bits in a session id: enough that ids can be neither guessed nor repeated.
+const SESSION_ID_RANDOM_BYTES: usize = 16;
+
+/// A new session id: `<node id>-<32 hex digits>`, the digits 128 bits from the OS-seeded
+/// CSPRNG. Unguessable, so a session id grants nothing by itself being known to exist, and
+/// never reused across restarts, so a back end holding an old id cannot reach a new session.
+pub fn new_session_id(node_id: &str) -> Arc<str> {
+    let bytes: [u8; SESSION_ID_RANDOM_BYTES] = rand::random();
+    format!("{node_id}-{}", hex::encode(bytes)).into()
+}
+
+/// The node id a session id names: everything before the last `-` (the random part has
+/// none), so node ids that prefix each other (`a`, `a-1`) are told apart.
+pub fn node_of(session_id: &str) -> Option<&str> {
+    let (node, random) = session_id.rsplit_once('-')?;
+    (random.len() == 2 * SESSION_ID_RANDOM_BYTES).then_some(node)
+}
+
 /// One open connection.
 #[derive(Debug)]
 pub struct Session {
-    /// Unique in the cluster: `<node id>-<counter>`.
+    /// Unique in the cluster: see [`new_session_id`].
     pub id: Arc<str>,
     /// Who is connected.
     pub principal: Principal,
@@ -157,6 +175,8 @@ impl UserKey {
 }
 
 type Group = (Option<Arc<str>>, u32);
+/// A user in whatever tenant: (user type, user id).
+type AnyTenantUser = (u32, Arc<str>);
 
 #[derive(Default)]
 struct Index {
@@ -164,6 +184,9 @@ struct Index {
     by_user: HashMap<UserKey, Vec<Arc<Session>>>,
     /// Sessions of one (tenant, user type), for user-type fan-out without a scan.
     by_group: HashMap<Group, HashMap<Arc<str>, Arc<Session>>>,
+    /// The tenants in which a (user type, user id) has sessions, so a user is found in every
+    /// tenant (push without `tenant_id`, presence without `tenant_id`) without a scan.
+    tenants_of: HashMap<AnyTenantUser, Vec<Option<Arc<str>>>>,
     /// Users whose session count changed since the last `take_changed_users`; kept only
     /// while someone takes them (see `track_user_changes`).
     changed_users: Option<HashSet<UserKey>>,
@@ -215,7 +238,15 @@ impl Registry {
             }
             return Err(RegisterError::UserLimit(self.max_per_user));
         }
+        let first_in_tenant = user_sessions.is_empty();
         user_sessions.push(session.clone());
+        if first_in_tenant {
+            index
+                .tenants_of
+                .entry((key.user_type, key.user_id.clone()))
+                .or_default()
+                .push(key.tenant.clone());
+        }
         if let Some(changed) = &mut index.changed_users {
             changed.insert(key.clone());
         }
@@ -245,6 +276,13 @@ impl Registry {
             list.retain(|s| s.id != session.id);
             if list.is_empty() {
                 index.by_user.remove(&key);
+                let user = (key.user_type, key.user_id.clone());
+                if let Some(tenants) = index.tenants_of.get_mut(&user) {
+                    tenants.retain(|t| *t != key.tenant);
+                    if tenants.is_empty() {
+                        index.tenants_of.remove(&user);
+                    }
+                }
             }
         }
         let group = (key.tenant, key.user_type);
@@ -322,6 +360,36 @@ impl Registry {
         if let Some(list) = self.index.read().by_user.get(key) {
             list.iter().for_each(&mut f);
         }
+    }
+
+    /// Calls `f` for every session of a user in every tenant: O(that user's sessions).
+    pub fn for_user_any_tenant(
+        &self,
+        user_type: u32,
+        user_id: &Arc<str>,
+        mut f: impl FnMut(&Arc<Session>),
+    ) {
+        let index = self.index.read();
+        let Some(tenants) = index.tenants_of.get(&(user_type, user_id.clone())) else {
+            return;
+        };
+        for tenant in tenants {
+            let key = UserKey {
+                tenant: tenant.clone(),
+                user_type,
+                user_id: user_id.clone(),
+            };
+            if let Some(list) = index.by_user.get(&key) {
+                list.iter().for_each(&mut f);
+            }
+        }
+    }
+
+    /// Number of sessions of a user here, in every tenant.
+    pub fn user_sessions_any_tenant(&self, user_type: u32, user_id: &Arc<str>) -> usize {
+        let mut n = 0;
+        self.for_user_any_tenant(user_type, user_id, |_| n += 1);
+        n
     }
 
     /// Calls `f` for every session of a user type; `tenant` `Some(t)` limits it to one tenant,
@@ -476,6 +544,48 @@ mod tests {
         assert!(r.is_empty());
         assert_eq!(r.user_count(), 0);
         assert!(r.index.read().by_group.is_empty());
+        assert!(r.index.read().tenants_of.is_empty());
+    }
+
+    #[test]
+    fn session_ids_are_random_and_name_their_node() {
+        let ids: HashSet<Arc<str>> = (0..1000).map(|_| new_session_id("a-1")).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            assert_eq!(node_of(id), Some("a-1"), "{id}");
+            assert_ne!(node_of(id), Some("a"), "{id}");
+        }
+        assert_eq!(node_of("a-1"), None, "the old counter form names no node");
+        assert_eq!(node_of("nodash"), None);
+    }
+
+    #[test]
+    fn a_user_is_found_in_every_tenant_through_the_index() {
+        let r = Registry::new(4);
+        let a = r.register(session("a", Some("t1"), 2, "1")).unwrap();
+        let b = r.register(session("b", Some("t2"), 2, "1")).unwrap();
+        let c = r.register(session("c", None, 2, "1")).unwrap();
+        let d = r.register(session("d", Some("t2"), 2, "1")).unwrap();
+        let _other = r.register(session("e", Some("t1"), 2, "2")).unwrap();
+        let _other_type = r.register(session("f", Some("t1"), 3, "1")).unwrap();
+        let user: Arc<str> = "1".into();
+        let ids = |r: &Registry| {
+            let mut ids = Vec::new();
+            r.for_user_any_tenant(2, &user, |s| ids.push(s.id.to_string()));
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(&r), vec!["a", "b", "c", "d"]);
+        assert_eq!(r.user_sessions_any_tenant(2, &user), 4);
+        drop((b, c));
+        assert_eq!(ids(&r), vec!["a", "d"]);
+        drop((a, d));
+        assert!(ids(&r).is_empty());
+        assert_eq!(
+            r.index.read().tenants_of.len(),
+            2,
+            "only users 2 and 1/type 3 remain"
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! | route | auth | what |
 //! |---|---|---|
 //! | `POST /api/v1/messages` | API key | deliver `{to, type, content, tenant_id?}` |
-//! | `GET /api/v1/presence/users?user_type=&tenant_id=` | API key | online user ids |
-//! | `GET /api/v1/presence/users/{user_type}/{user_id}?tenant_id=` | API key | one user's sessions |
+//! | `GET /api/v1/presence/users?user_type=&tenant_id=` | API key | online user ids (no `tenant_id`: every tenant) |
+//! | `GET /api/v1/presence/users/{user_type}/{user_id}?tenant_id=` | API key | one user's sessions (no `tenant_id`: every tenant) |
 //! | `POST /api/v1/dispatch[?session_id=]` | user token | an envelope, dispatched like a WebSocket frame |
 //! | `GET /api/v1/plugins` | API key (full) or user token (names and types) | loaded plugins |
 //! | `POST /api/v1/dev/token` | none; only with `server.dev_tokens` | sign a token |
@@ -139,12 +139,24 @@ async fn user_presence(
     Query(q): Query<TenantQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     require_api_key(&state, &headers)?;
-    let key = UserKey {
-        tenant: q.tenant_id.map(Into::into),
-        user_type,
-        user_id: user_id.into(),
+    let user_id: Arc<str> = user_id.into();
+    // Like the push API: without `tenant_id`, every tenant.
+    let sessions = match q.tenant_id {
+        Some(tenant) => {
+            let key = UserKey {
+                tenant: Some(tenant.into()),
+                user_type,
+                user_id,
+            };
+            state.hub.user_sessions(&key).await
+        }
+        None => {
+            state
+                .hub
+                .user_sessions_any_tenant(user_type, &user_id)
+                .await
+        }
     };
-    let sessions = state.hub.user_sessions(&key).await;
     Ok(Json(
         json!({ "online": sessions > 0, "sessions": sessions }),
     ))

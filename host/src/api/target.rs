@@ -45,6 +45,12 @@ impl PushTarget {
                     format!("at most {MAX_USERS} users per message"),
                 ));
             }
+            // A user listed twice is one recipient: publish each once.
+            let mut seen = std::collections::HashSet::with_capacity(users.len());
+            let users: Vec<UserRef> = users
+                .into_iter()
+                .filter(|u| seen.insert(u.clone()))
+                .collect();
             chosen.push((Target::Users(users), scope_of(tenant_id.clone())));
         }
         if let Some(user_type) = self.user_type {
@@ -107,6 +113,20 @@ mod tests {
             resolve(r#"{"users":[{"user_type":1,"user_id":"a"}]}"#, None).unwrap().0,
             Target::Users(u) if u.len() == 1
         ));
+    }
+
+    #[test]
+    fn listed_users_are_deduplicated() {
+        let (target, _) = resolve(
+            r#"{"users":[{"user_type":1,"user_id":"a"},{"user_type":1,"user_id":"a"},{"user_type":1,"user_id":"b"},{"user_type":2,"user_id":"a"}]}"#,
+            None,
+        )
+        .unwrap();
+        let Target::Users(users) = target else {
+            panic!("users target")
+        };
+        let ids: Vec<(u32, &str)> = users.iter().map(|u| (u.user_type, &*u.user_id)).collect();
+        assert_eq!(ids, vec![(1, "a"), (1, "b"), (2, "a")]);
     }
 
     #[test]

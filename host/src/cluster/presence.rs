@@ -4,7 +4,11 @@
 //! changed; the whole set is rewritten every third of the TTL and after a failed write.
 //! Queries read every live node's hashes (this node's answer comes from its registry, so it is
 //! never stale). A node that dies without cleaning up drops out when its heartbeat is older
-//! than the TTL, and its keys expire.
+//! than the TTL, and its keys expire; every full write also trims such nodes from the set,
+//! so it does not grow with every node that ever ran.
+//!
+//! On shutdown the writing task removes this node's entries as its last act, so no write of
+//! its own can land after the removal.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -28,6 +32,8 @@ pub struct ClusterPresence {
     node_id: Arc<str>,
     ttl: Duration,
     registry: Arc<Registry>,
+    /// The writing task; awaited on shutdown, after it has removed this node's entries.
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for ClusterPresence {
@@ -68,9 +74,11 @@ impl ClusterPresence {
             node_id,
             ttl: ttl.max(Duration::from_secs(3)),
             registry: registry.clone(),
+            task: parking_lot::Mutex::new(None),
         });
         registry.track_user_changes();
-        tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
+        let task = tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
+        *presence.task.lock() = Some(task);
         Ok(presence)
     }
 
@@ -110,7 +118,11 @@ impl ClusterPresence {
             pipe.sadd(&groups_key, key).ignore();
         }
         pipe.expire(&groups_key, ttl as i64).ignore();
-        pipe.zadd(self.nodes_key(), &*self.node_id, now_ms())
+        let now = now_ms();
+        pipe.zadd(self.nodes_key(), &*self.node_id, now).ignore();
+        // Nodes whose heartbeat expired are gone (their keys expired with it).
+        let expired = now.saturating_sub(self.ttl.as_millis() as u64);
+        pipe.zrembyscore(self.nodes_key(), "-inf", format!("({expired}"))
             .ignore();
         pipe.query_async::<()>(&mut con).await
     }
@@ -137,9 +149,13 @@ impl ClusterPresence {
         pipe.query_async::<()>(&mut con).await
     }
 
-    /// Removes this node's entries now, within a second (on shutdown).
+    /// Waits, at most three seconds, for the writing task to remove this node's entries and
+    /// end; call after cancelling the `stop` token given to [`ClusterPresence::start`].
     pub async fn leave_now(&self) {
-        if tokio::time::timeout(Duration::from_secs(1), self.leave())
+        let Some(task) = self.task.lock().take() else {
+            return;
+        };
+        if tokio::time::timeout(Duration::from_secs(3), task)
             .await
             .is_err()
         {
@@ -211,6 +227,52 @@ impl ClusterPresence {
         }
     }
 
+    /// Sessions of a user on every node, in every tenant; `None` when Redis cannot be asked.
+    pub async fn user_sessions_any_tenant(
+        &self,
+        user_type: u32,
+        user_id: &Arc<str>,
+    ) -> Option<usize> {
+        let local = self.registry.user_sessions_any_tenant(user_type, user_id);
+        let mut con = self.con.clone();
+        let remote = async {
+            let nodes = self.other_live_nodes(&mut con).await?;
+            let keys = self.group_keys_of_type(&mut con, &nodes, user_type).await?;
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.hget(key, &**user_id);
+            }
+            let counts: Vec<Option<usize>> = pipe.query_async(&mut con).await?;
+            redis::RedisResult::Ok(counts.into_iter().flatten().sum::<usize>())
+        };
+        match tokio::time::timeout(Duration::from_secs(1), remote).await {
+            Ok(Ok(remote)) => Some(local + remote),
+            _ => None,
+        }
+    }
+
+    /// The group keys of `user_type`, in every tenant, that `nodes` wrote.
+    async fn group_keys_of_type(
+        &self,
+        con: &mut ConnectionManager,
+        nodes: &[String],
+        user_type: u32,
+    ) -> redis::RedisResult<Vec<String>> {
+        let mut pipe = redis::pipe();
+        for node in nodes {
+            pipe.smembers(self.groups_key(node));
+        }
+        let groups: Vec<Vec<String>> = pipe.query_async(con).await?;
+        Ok(nodes
+            .iter()
+            .zip(groups)
+            .flat_map(|(node, keys)| {
+                let prefix = format!("{}:presence:{node}:{user_type}:", self.cluster);
+                keys.into_iter().filter(move |k| k.starts_with(&prefix))
+            })
+            .collect())
+    }
+
     /// Online users of a user type on every node; `tenant` `None` means every tenant.
     /// `None` when Redis cannot be asked.
     pub async fn online_users(
@@ -231,21 +293,7 @@ impl ClusterPresence {
                     .iter()
                     .map(|n| self.group_key(n, user_type, t))
                     .collect(),
-                None => {
-                    let mut pipe = redis::pipe();
-                    for node in &nodes {
-                        pipe.smembers(self.groups_key(node));
-                    }
-                    let groups: Vec<Vec<String>> = pipe.query_async(&mut con).await?;
-                    nodes
-                        .iter()
-                        .zip(groups)
-                        .flat_map(|(node, keys)| {
-                            let prefix = format!("{}:presence:{node}:{user_type}:", self.cluster);
-                            keys.into_iter().filter(move |k| k.starts_with(&prefix))
-                        })
-                        .collect()
-                }
+                None => self.group_keys_of_type(&mut con, &nodes, user_type).await?,
             };
             let mut pipe = redis::pipe();
             for key in &keys {
@@ -279,7 +327,12 @@ async fn sync_loop(presence: Arc<ClusterPresence>, changed: Arc<Notify>, stop: C
                 presence.sync_users(&users).await
             }
         };
-        let sync = tokio::time::timeout(Duration::from_secs(2), write).await;
+        // Stopping interrupts a write that hangs; one already sent precedes the removal below
+        // on the same connection.
+        let sync = tokio::select! {
+            () = stop.cancelled() => break,
+            sync = tokio::time::timeout(Duration::from_secs(2), write) => sync,
+        };
         match sync {
             Ok(Ok(())) => {
                 if full {
@@ -309,5 +362,10 @@ async fn sync_loop(presence: Arc<ClusterPresence>, changed: Arc<Notify>, stop: C
             () = tokio::time::sleep(refresh) => {},
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), presence.leave()).await;
+    if tokio::time::timeout(Duration::from_secs(2), presence.leave())
+        .await
+        .is_err()
+    {
+        tracing::warn!("cluster presence: could not remove this node's entries");
+    }
 }

@@ -6,11 +6,16 @@
 //! `switchboard_messages_dropped_total{reason="broker_down"}` and dropped, while local delivery
 //! goes on. The subscriber reconnects with capped exponential backoff and subscribes again
 //! after every reconnect, so cross-node delivery resumes by itself when Redis returns.
+//!
+//! A Redis that stops answering without closing its connections (a half-open link, a stopped
+//! process) is noticed too: both connections send a PING every `cluster.health_interval_ms`,
+//! and an unanswered PING or a failed publish marks the broker down (`/readyz` 503,
+//! `switchboard_broker_up` 0) until a PING is answered again.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -33,20 +38,50 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
-const UP: u8 = 1;
-const DOWN: u8 = 2;
+/// Health of the two links; the broker is up only while both are.
+#[derive(Debug, Default)]
+struct Health {
+    /// Subscribed, and the subscription connection answers PINGs.
+    subscriber: AtomicBool,
+    /// The publishing connection answers PINGs and its last publish went through.
+    publisher: AtomicBool,
+}
+
+impl Health {
+    fn up(&self) -> bool {
+        self.subscriber.load(Ordering::Acquire) && self.publisher.load(Ordering::Acquire)
+    }
+
+    /// Records one link's state; logs and updates the gauge when the broker's state changes.
+    fn set(&self, link: &AtomicBool, up: bool, why: &str) {
+        let before = self.up();
+        link.store(up, Ordering::Release);
+        let after = self.up();
+        metrics::gauge!("switchboard_broker_up").set(if after { 1.0 } else { 0.0 });
+        if before != after {
+            if after {
+                tracing::info!("redis broker: up");
+            } else {
+                tracing::warn!(
+                    reason = why,
+                    "redis broker: down; local delivery continues, retrying"
+                );
+            }
+        }
+    }
+}
 
 /// Joins the node to the others through Redis pub/sub.
 pub struct RedisBroker {
     outbound: mpsc::Sender<Publication>,
-    /// Subscriber link state: `UP` while subscribed.
-    state: Arc<AtomicU8>,
+    /// Link state, for `publish`, `/readyz` and the gauge.
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisBroker")
-            .field("state", &self.state())
+            .field("health", &self.health)
             .finish()
     }
 }
@@ -63,23 +98,28 @@ pub fn connection_manager(client: &redis::Client) -> redis::RedisResult<Connecti
 }
 
 impl RedisBroker {
-    /// Starts the publisher and subscriber tasks. Publications from other nodes come out of
-    /// the returned receiver; the tasks end when `stop` is cancelled.
+    /// Starts the publisher and subscriber tasks, which PING their connections every
+    /// `health_interval`. Publications from other nodes come out of the returned receiver; the
+    /// tasks end when `stop` is cancelled.
     pub fn start(
         client: redis::Client,
         cluster: &str,
         node_id: Arc<str>,
+        health_interval: Duration,
         stop: CancellationToken,
     ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<Publication>)> {
         let channel = format!("{cluster}:deliveries");
         let (outbound, outbound_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
-        let state = Arc::new(AtomicU8::new(DOWN));
+        let health = Arc::new(Health::default());
+        metrics::gauge!("switchboard_broker_up").set(0.0);
         let publisher = connection_manager(&client)?;
         tokio::spawn(publish_loop(
             publisher,
             channel.clone(),
             outbound_rx,
+            health.clone(),
+            health_interval,
             stop.clone(),
         ));
         tokio::spawn(subscribe_loop(
@@ -87,10 +127,11 @@ impl RedisBroker {
             channel,
             node_id,
             inbound_tx,
-            state.clone(),
+            health.clone(),
+            health_interval,
             stop,
         ));
-        Ok((Arc::new(Self { outbound, state }), inbound))
+        Ok((Arc::new(Self { outbound, health }), inbound))
     }
 }
 
@@ -109,9 +150,10 @@ impl Broker for RedisBroker {
     }
 
     fn state(&self) -> BrokerState {
-        match self.state.load(Ordering::Acquire) {
-            UP => BrokerState::Up,
-            _ => BrokerState::Down,
+        if self.health.up() {
+            BrokerState::Up
+        } else {
+            BrokerState::Down
         }
     }
 
@@ -120,19 +162,38 @@ impl Broker for RedisBroker {
     }
 }
 
+/// Sends PING on `con`; true when PONG came back within [`COMMAND_TIMEOUT`].
+async fn ping(con: &mut ConnectionManager) -> bool {
+    let cmd = redis::cmd("PING");
+    let pong = cmd.query_async::<redis::Value>(con);
+    matches!(tokio::time::timeout(COMMAND_TIMEOUT, pong).await, Ok(Ok(_)))
+}
+
 async fn publish_loop(
     mut con: ConnectionManager,
     channel: String,
     mut rx: mpsc::Receiver<Publication>,
+    health: Arc<Health>,
+    health_interval: Duration,
     stop: CancellationToken,
 ) {
     let mut failing = false;
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    let mut pings = tokio::time::interval(health_interval);
+    pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         // Whatever queued up while the last batch was on the wire goes out in one pipeline:
         // one round trip per batch, not per message.
         let received = tokio::select! {
             () = stop.cancelled() => return,
+            _ = pings.tick() => {
+                let answered = tokio::select! {
+                    () = stop.cancelled() => return,
+                    answered = ping(&mut con) => answered,
+                };
+                health.set(&health.publisher, answered, "publisher PING unanswered");
+                continue;
+            }
             n = rx.recv_many(&mut batch, PUBLISH_BATCH) => n,
         };
         if received == 0 {
@@ -156,6 +217,7 @@ async fn publish_loop(
         match sent {
             Ok(Ok(())) => {
                 metrics::counter!("switchboard_broker_published_total").increment(count);
+                health.set(&health.publisher, true, "");
                 if failing {
                     tracing::info!("redis broker: publishing again");
                     failing = false;
@@ -164,6 +226,8 @@ async fn publish_loop(
             Ok(Err(_)) | Err(_) => {
                 metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
                     .increment(count);
+                // Down until a PING is answered again.
+                health.set(&health.publisher, false, "publish failed");
                 if !failing {
                     tracing::warn!(
                         "redis broker: cannot publish; cross-node deliveries are dropped until it recovers"
@@ -180,27 +244,12 @@ async fn subscribe_loop(
     channel: String,
     node_id: Arc<str>,
     inbound: mpsc::Sender<Publication>,
-    state: Arc<AtomicU8>,
+    health: Arc<Health>,
+    health_interval: Duration,
     stop: CancellationToken,
 ) {
     let mut backoff = BACKOFF.0;
-    let mut was_up: Option<bool> = None;
-    let set_state = |up: bool, was_up: &mut Option<bool>, why: &str| {
-        state.store(if up { UP } else { DOWN }, Ordering::Release);
-        metrics::gauge!("switchboard_broker_up").set(if up { 1.0 } else { 0.0 });
-        // Logged once per change of state, not per attempt.
-        if *was_up != Some(up) {
-            if up {
-                tracing::info!("redis broker: subscribed");
-            } else {
-                tracing::warn!(
-                    reason = why,
-                    "redis broker: down; local delivery continues, retrying"
-                );
-            }
-            *was_up = Some(up);
-        }
-    };
+    let down = |why: &str| health.set(&health.subscriber, false, why);
     while !stop.is_cancelled() {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -214,25 +263,41 @@ async fn subscribe_loop(
         let pubsub = match pubsub {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
-                set_state(false, &mut was_up, &e.to_string());
+                down(&e.to_string());
                 wait(&stop, &mut backoff).await;
                 continue;
             }
             Err(_) => {
-                set_state(false, &mut was_up, "connect timed out");
+                down("connect timed out");
                 wait(&stop, &mut backoff).await;
                 continue;
             }
         };
-        set_state(true, &mut was_up, "");
+        health.set(&health.subscriber, true, "");
         backoff = BACKOFF.0;
-        let mut messages = pubsub.into_on_message();
-        loop {
+        let (mut sink, mut messages) = pubsub.split();
+        let mut pings = tokio::time::interval(health_interval);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let why = loop {
             let msg = tokio::select! {
                 () = stop.cancelled() => return,
+                _ = pings.tick() => {
+                    // A subscription on a link that went silent would wait forever.
+                    let pong = tokio::time::timeout(COMMAND_TIMEOUT, sink.ping::<redis::Value>());
+                    let answered = tokio::select! {
+                        () = stop.cancelled() => return,
+                        r = pong => matches!(r, Ok(Ok(_))),
+                    };
+                    if answered {
+                        continue;
+                    }
+                    break "subscriber PING unanswered";
+                }
                 m = messages.next() => m,
             };
-            let Some(msg) = msg else { break };
+            let Some(msg) = msg else {
+                break "connection lost";
+            };
             let Ok(payload) = msg.get_payload::<String>() else {
                 continue;
             };
@@ -248,8 +313,8 @@ async fn subscribe_loop(
                     tracing::warn!(error = %e, "redis broker: ignoring an unreadable publication")
                 }
             }
-        }
-        set_state(false, &mut was_up, "connection lost");
+        };
+        down(why);
         wait(&stop, &mut backoff).await;
     }
 }
