@@ -145,9 +145,9 @@ pub struct AuthConfig {
     pub jwt_private_key_file: Option<PathBuf>,
     /// Accepted algorithms; all must belong to one family (HS, RS/PS or ES).
     pub algorithms: Vec<String>,
-    /// Required `iss`, if set.
+    /// Required `iss`, if set: a token without it is refused.
     pub issuer: Option<String>,
-    /// Required `aud`, if set.
+    /// Required `aud`, if set: a token without it (or with `aud: null` or a number) is refused.
     pub audience: Option<String>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
@@ -155,7 +155,8 @@ pub struct AuthConfig {
     pub user_id_claim: String,
     /// Claim holding the user type (number, or a name mapped by `user_type_names`).
     pub user_type_claim: String,
-    /// Claim holding the tenant id (string or number; absent means no tenant).
+    /// Claim holding the tenant id (string or number; absent or null means no tenant; any
+    /// other shape, or `""`, is refused).
     pub tenant_id_claim: String,
     /// User type of tokens that lack the user type claim; when unset such tokens are rejected.
     pub default_user_type: Option<u32>,
