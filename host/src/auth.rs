@@ -1,7 +1,7 @@
 //! Turning a token into a [`Principal`]: where tokens are found in a request, JWT
 //! verification, and signing dev tokens.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context as _, bail};
 use http::HeaderMap;
@@ -32,40 +32,56 @@ pub struct FoundToken {
 }
 
 /// Finds the token of a request: query `token`, query `Authorization=Bearer …` (RuoYi-Vue-Plus),
-/// the `Authorization: Bearer` header, or an entry of `Sec-WebSocket-Protocol`.
-pub fn find_token(query: &HashMap<String, String>, headers: &HeaderMap) -> Option<FoundToken> {
+/// the `Authorization: Bearer` header, or an entry of `Sec-WebSocket-Protocol`. `query` is the
+/// raw query string. Every place and every repetition is read: two different tokens in one
+/// request are refused as ambiguous rather than letting one silently win.
+pub fn find_token(query: Option<&str>, headers: &HeaderMap) -> Result<FoundToken, AuthError> {
+    // A token is one word; a value with spaces after the optional scheme (`Basic …`) is not one.
     let plain = |token: &str| {
         let token = strip_bearer(token).trim();
-        (!token.is_empty()).then(|| FoundToken {
+        (!token.is_empty() && !token.contains(char::is_whitespace)).then(|| FoundToken {
             token: token.to_owned(),
             protocol: None,
         })
     };
-    if let Some(found) = query.get("token").and_then(|t| plain(t)) {
-        return Some(found);
-    }
-    if let Some(found) = query.get("Authorization").and_then(|t| plain(t)) {
-        return Some(found);
-    }
-    if let Some(found) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(plain)
-    {
-        return Some(found);
-    }
-    let protocols = headers
-        .get(http::header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())?;
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
+    let mut found: Vec<FoundToken> = pairs
+        .iter()
+        .filter(|(k, _)| k == "token" || k == "Authorization")
+        .filter_map(|(_, v)| plain(v))
+        .collect();
+    found.extend(
+        headers
+            .get_all(http::header::AUTHORIZATION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(plain),
+    );
     // A JWT is three base64url parts; other entries (e.g. "bearer") are markers.
-    protocols
-        .split(',')
-        .map(str::trim)
-        .find(|p| p.split('.').count() == 3 && !p.is_empty())
-        .map(|p| FoundToken {
-            token: p.to_owned(),
-            protocol: Some(p.to_owned()),
-        })
+    found.extend(
+        headers
+            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && p.split('.').count() == 3)
+            .map(|p| FoundToken {
+                token: p.to_owned(),
+                protocol: Some(p.to_owned()),
+            }),
+    );
+    let Some(first) = found.first() else {
+        return Err(AuthError::Missing);
+    };
+    if found.iter().any(|f| f.token != first.token) {
+        return Err(AuthError::Ambiguous);
+    }
+    // The same token in several places: echo the protocol entry if one was offered, as
+    // browsers require the server to select one.
+    let chosen = found.iter().position(|f| f.protocol.is_some()).unwrap_or(0);
+    Ok(found.swap_remove(chosen))
 }
 
 /// The value of `Authorization: Bearer <value>` (scheme case-insensitive, RFC 7235), if the
@@ -96,6 +112,9 @@ pub enum AuthError {
     /// No token anywhere in the request.
     #[error("missing token")]
     Missing,
+    /// Several different tokens in one request (query, headers, subprotocols).
+    #[error("several different tokens in one request; send one")]
+    Ambiguous,
     /// Signature, algorithm, expiry, issuer, audience or format problem.
     #[error("invalid token: {0}")]
     Invalid(String),
@@ -109,6 +128,7 @@ impl AuthError {
     pub fn code(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_token",
+            AuthError::Ambiguous => "ambiguous_token",
             AuthError::Invalid(_) => "invalid_token",
             AuthError::Claim(_) => "invalid_claims",
         }
@@ -501,22 +521,44 @@ mod tests {
 
     #[test]
     fn finds_tokens_in_every_place() {
-        let mut q = HashMap::new();
         let h = HeaderMap::new();
-        assert_eq!(find_token(&q, &h), None);
-        q.insert("Authorization".to_string(), "Bearer abc".to_string());
-        assert_eq!(find_token(&q, &h).unwrap().token, "abc");
-        q.insert("token".to_string(), "def".to_string());
-        assert_eq!(find_token(&q, &h).unwrap().token, "def");
+        assert!(matches!(find_token(None, &h), Err(AuthError::Missing)));
+        let found = |q: &str, h: &HeaderMap| find_token(Some(q), h).map(|f| f.token);
+        assert_eq!(found("Authorization=Bearer%20abc", &h).unwrap(), "abc");
+        assert_eq!(found("token=def&x=1", &h).unwrap(), "def");
         let mut h = HeaderMap::new();
         h.insert("authorization", "bearer xyz".parse().unwrap());
-        assert_eq!(find_token(&HashMap::new(), &h).unwrap().token, "xyz");
+        assert_eq!(found("", &h).unwrap(), "xyz");
         let mut h = HeaderMap::new();
         h.insert("sec-websocket-protocol", "bearer, a.b.c".parse().unwrap());
-        let found = find_token(&HashMap::new(), &h).unwrap();
+        let f = find_token(None, &h).unwrap();
         assert_eq!(
-            (found.token.as_str(), found.protocol.as_deref()),
+            (f.token.as_str(), f.protocol.as_deref()),
             ("a.b.c", Some("a.b.c"))
         );
+        // The same token in the query too: still chosen, and its protocol echoed.
+        let f = find_token(Some("token=a.b.c"), &h).unwrap();
+        assert_eq!(f.protocol.as_deref(), Some("a.b.c"));
+    }
+
+    #[test]
+    fn different_tokens_in_one_request_are_ambiguous() {
+        let none = HeaderMap::new();
+        let ambiguous = |q: &str, h: &HeaderMap| matches!(find_token(Some(q), h), Err(AuthError::Ambiguous));
+        assert!(ambiguous("token=a&token=b", &none));
+        assert!(ambiguous("token=a&Authorization=Bearer%20b", &none));
+        let mut h = HeaderMap::new();
+        h.insert("authorization", "Bearer b".parse().unwrap());
+        assert!(ambiguous("token=a", &h));
+        let mut h = HeaderMap::new();
+        h.append("authorization", "Bearer a".parse().unwrap());
+        h.append("authorization", "Bearer b".parse().unwrap());
+        assert!(ambiguous("", &h));
+        let mut h = HeaderMap::new();
+        h.insert("sec-websocket-protocol", "a.b.c, d.e.f".parse().unwrap());
+        assert!(ambiguous("", &h));
+        // Repeating the same token is not ambiguous.
+        assert!(find_token(Some("token=a&token=a"), &none).is_ok());
+        assert_eq!(AuthError::Ambiguous.code(), "ambiguous_token");
     }
 }

@@ -4,6 +4,7 @@
 //! |---|---|---|---|
 //! | 1000 | normal | the client closed, or `GET /resource/sse/close` | not reconnect |
 //! | 1001 | going away | the host is shutting down | reconnect with backoff (another node) |
+//! | 1002 | protocol error | a frame that breaks RFC 6455 (unmasked, bad opcode, reserved bits) | fix the client |
 //! | 1007 | invalid payload | a text frame that is not UTF-8 | fix the client |
 //! | 1008 | policy violation | sustained message rate abuse | reconnect later, slower |
 //! | 1009 | message too big | a frame over `server.max_frame_bytes` | send smaller frames |
@@ -18,6 +19,8 @@
 pub const NORMAL: u16 = 1000;
 /// The host is shutting down.
 pub const GOING_AWAY: u16 = 1001;
+/// The client broke the WebSocket protocol.
+pub const PROTOCOL_ERROR: u16 = 1002;
 /// A text frame was not valid UTF-8.
 pub const INVALID_PAYLOAD: u16 = 1007;
 /// The client kept exceeding its message rate.
@@ -38,6 +41,7 @@ pub fn reason(code: u16) -> &'static str {
     match code {
         NORMAL => "normal",
         GOING_AWAY => "host shutting down",
+        PROTOCOL_ERROR => "protocol error",
         INVALID_PAYLOAD => "invalid utf-8",
         POLICY_VIOLATION => "message rate exceeded",
         MESSAGE_TOO_BIG => "frame too large",

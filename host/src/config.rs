@@ -94,6 +94,32 @@ pub struct ServerConfig {
     pub handshakes_per_sec: u32,
     /// Burst size of the handshake token bucket.
     pub handshakes_burst: u32,
+    /// Handshakes that carry a token accepted per second from one source address, before the
+    /// token is verified (token bucket refill); excess get 429. Behind a reverse proxy every
+    /// client shares the proxy's address: raise it there.
+    pub handshakes_per_source_per_sec: u32,
+    /// Burst size of each source address's handshake token bucket.
+    pub handshakes_per_source_burst: u32,
+    /// Time a client has to send a request's headers, in seconds (also how long an idle
+    /// keep-alive connection stays open); then the connection is closed.
+    pub header_timeout_secs: u64,
+    /// Time a client has to send a request body in full, in seconds; then it gets 408.
+    pub body_timeout_secs: u64,
+    /// Largest request head (request line and headers), in bytes; a larger one is refused
+    /// with 431 and the connection closed.
+    pub max_header_bytes: usize,
+    /// Largest body of `POST /api/v1/messages`, in bytes; larger gets 413.
+    pub max_push_bytes: usize,
+    /// Open TCP connections that have not yet authenticated (no valid token or API key yet);
+    /// when a new one arrives beyond this, the oldest such connection is closed.
+    pub max_pending_connections: usize,
+    /// Open TCP connections of every kind; past it the host stops accepting until one closes.
+    /// 0: `max_connections + max_pending_connections + 256`, lowered to what the process's
+    /// open-file limit allows (less 256 descriptors kept for files, plugins and Redis).
+    pub max_open_connections: usize,
+    /// Deepest JSON nesting accepted in message content (client frames, dispatches, pushes);
+    /// deeper is refused with `too_deep`.
+    pub max_json_depth: usize,
     /// Serve `POST /api/v1/dev/token`, which signs a token for anyone. Never enable in production.
     pub dev_tokens: bool,
     /// Log format: `text` or `json`.
@@ -117,9 +143,51 @@ impl Default for ServerConfig {
             allowed_origins: Vec::new(),
             handshakes_per_sec: 2000,
             handshakes_burst: 4000,
+            handshakes_per_source_per_sec: 1000,
+            handshakes_per_source_burst: 2000,
+            header_timeout_secs: 10,
+            body_timeout_secs: 10,
+            max_header_bytes: 16 * 1024,
+            max_push_bytes: 1024 * 1024,
+            max_pending_connections: 1024,
+            max_open_connections: 0,
+            max_json_depth: 64,
             dev_tokens: false,
             log_format: LogFormat::Text,
         }
+    }
+}
+
+impl ServerConfig {
+    /// Range checks of the limits that protect the listening socket.
+    fn validate_edge(&self) -> anyhow::Result<()> {
+        let ranges: [(&str, u64, u64, u64); 9] = [
+            ("handshakes_per_source_per_sec", self.handshakes_per_source_per_sec.into(), 1, 1_000_000),
+            ("handshakes_per_source_burst", self.handshakes_per_source_burst.into(), 1, 1_000_000),
+            ("header_timeout_secs", self.header_timeout_secs, 1, 300),
+            ("body_timeout_secs", self.body_timeout_secs, 1, 300),
+            // hyper refuses a read buffer under 8 KiB.
+            ("max_header_bytes", self.max_header_bytes as u64, 8192, 1 << 20),
+            ("max_push_bytes", self.max_push_bytes as u64, 1024, 64 << 20),
+            ("max_pending_connections", self.max_pending_connections as u64, 1, 1_000_000),
+            ("max_open_connections", self.max_open_connections as u64, 0, 10_000_000),
+            ("max_json_depth", self.max_json_depth as u64, 1, 1024),
+        ];
+        for (key, value, min, max) in ranges {
+            if !(min..=max).contains(&value) {
+                bail!("server.{key} = {value} is out of range: set it between {min} and {max}");
+            }
+        }
+        let needed = self.max_connections + self.max_pending_connections;
+        if self.max_open_connections != 0 && self.max_open_connections <= needed {
+            bail!(
+                "server.max_open_connections = {} leaves no room for health checks and \
+                 handshakes: set it above server.max_connections + \
+                 server.max_pending_connections ({needed}), or to 0 to derive it",
+                self.max_open_connections
+            );
+        }
+        Ok(())
     }
 }
 
@@ -443,6 +511,7 @@ impl Config {
                 bail!("{name} must be at least 1");
             }
         }
+        s.validate_edge()?;
         if self.plugins.call_timeout_ms == 0 || self.plugins.memory_limit_mb == 0 {
             bail!("plugins.call_timeout_ms and plugins.memory_limit_mb must be at least 1");
         }

@@ -58,6 +58,21 @@ impl Profile {
         }
     }
 
+    /// [`Profile::parse`], refusing message content nested deeper than `max_depth` (objects and
+    /// arrays), so no client can pass a structure that breaks other clients' parsers.
+    pub fn parse_limited(
+        self,
+        text: &str,
+        text_type: &str,
+        max_depth: usize,
+    ) -> Result<Inbound, EnvelopeError> {
+        let inbound = self.parse(text, text_type)?;
+        if let Inbound::Message { content, .. } = &inbound {
+            check_depth(content.get(), max_depth)?;
+        }
+        Ok(inbound)
+    }
+
     /// Encodes an outbound message as this profile's frame text.
     pub fn encode(self, msg_type: &str, content: &RawValue) -> String {
         match self {
@@ -104,6 +119,9 @@ pub enum EnvelopeError {
     /// yudao profile: `content` is not a string.
     #[error("envelope \"content\" must be a string in this profile")]
     ContentNotString,
+    /// Content nested deeper than the host allows.
+    #[error("content is nested deeper than {0} levels")]
+    TooDeep(usize),
 }
 
 impl EnvelopeError {
@@ -114,8 +132,40 @@ impl EnvelopeError {
             EnvelopeError::MissingType => "missing_type",
             EnvelopeError::BadType => "bad_type",
             EnvelopeError::ContentNotString => "content_not_string",
+            EnvelopeError::TooDeep(_) => "too_deep",
         }
     }
+}
+
+/// Refuses JSON `text` whose objects and arrays nest deeper than `max_depth`. A scan of the
+/// bytes: no parse, no recursion, stops at the first level too deep.
+pub fn check_depth(text: &str, max_depth: usize) -> Result<(), EnvelopeError> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(EnvelopeError::TooDeep(max_depth));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Longest accepted message type.
@@ -301,6 +351,23 @@ mod tests {
         assert_eq!(p.encode("t", &content), "line");
         let content = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
         assert_eq!(p.encode("t", &content), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn nesting_is_capped() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(check_depth(&deep(64), 64), Ok(()));
+        assert_eq!(check_depth(&deep(65), 64), Err(EnvelopeError::TooDeep(64)));
+        // Brackets inside strings do not count, escaped quotes do not end them.
+        assert_eq!(check_depth(r#"{"a":"[[[[\"[[[["}"#, 1), Ok(()));
+        let frame = format!(r#"{{"type":"x","content":{}}}"#, deep(30_000));
+        let err = Profile::Native.parse_limited(&frame, "", 64).unwrap_err();
+        assert_eq!(err.code(), "too_deep");
+        // yudao: the JSON text inside the string is what is measured.
+        let inner = serde_json::to_string(&deep(10)).unwrap();
+        let frame = format!(r#"{{"type":"x","content":{inner}}}"#);
+        assert!(Profile::Yudao.parse_limited(&frame, "", 9).is_err());
+        assert!(Profile::Yudao.parse_limited(&frame, "", 10).is_ok());
     }
 
     #[test]

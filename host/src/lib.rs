@@ -19,10 +19,13 @@
 //! | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports |
 //! | [`cluster`] | the broker that joins hosts into a cluster |
 //! | [`api`] | the HTTP API: push, presence, plugins, health, metrics |
+//! | [`accept`] | the accept loop: connection caps, header timeout, per-connection context |
+//! | [`telemetry`] | every metric, described and registered at zero in one place |
 //! | [`server`] | [`server::run`]: wires everything into one server |
 //! | [`web`] | the demo web page, embedded in the binary |
 //! | [`cli`] | the `switchboard` command line |
 
+pub mod accept;
 pub mod api;
 pub mod auth;
 pub mod cli;
@@ -35,5 +38,6 @@ pub mod envelope;
 pub mod plugins;
 pub mod server;
 pub mod sessions;
+pub mod telemetry;
 pub mod transport;
 pub mod web;

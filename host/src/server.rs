@@ -39,8 +39,13 @@ pub struct AppState {
     pub dispatcher: Arc<dyn Dispatcher>,
     /// One permit per open connection: `server.max_connections`.
     pub connections: Arc<Semaphore>,
-    /// Node-wide handshake rate: `server.handshakes_per_sec`.
+    /// Node-wide handshake rate: `server.handshakes_per_sec`, spent on valid tokens only.
     pub handshakes: Arc<parking_lot::Mutex<crate::transport::rate::TokenBucket>>,
+    /// Handshake rate per source address: `server.handshakes_per_source_per_sec`.
+    pub sources: Arc<crate::transport::sources::SourceBudgets>,
+    /// Each session's message budget and ordering, and per-user budgets of session-less
+    /// dispatches.
+    pub gates: Arc<crate::transport::gate::Gates>,
     /// Cancelled when the host starts shutting down; every session's closer is a child.
     pub shutdown: CancellationToken,
     /// Connection tasks, so shutdown can wait for them.
@@ -106,7 +111,7 @@ fn node_id(config: &Config) -> Arc<str> {
 
 /// Builds the application router for `state`.
 pub fn app(state: AppState) -> Router {
-    let mut router = api::routes().merge(crate::web::routes());
+    let mut router = api::routes(&state).merge(crate::web::routes(state.config.server.dev_tokens));
     for endpoint in state.config.effective_endpoints() {
         let path = endpoint.path.clone();
         let transport = endpoint.transport;
@@ -151,6 +156,11 @@ pub async fn run(
     // First: metric handles taken while starting (a plugin's counters) bind to the recorder
     // installed at that moment.
     let metrics = metrics_handle();
+    crate::telemetry::describe();
+    let limits = crate::accept::Limits::new(
+        &config.server,
+        crate::accept::raise_open_file_limit(),
+    )?;
     let config = Arc::new(config);
     let auth = Arc::new(Authenticator::new(&config.auth).context("auth config")?);
     let node_id = node_id(&config);
@@ -213,17 +223,27 @@ pub async fn run(
         auth,
         hub,
         dispatcher: plugins.clone(),
-        connections: Arc::new(Semaphore::new(config.server.max_connections)),
+        connections: Arc::new(Semaphore::new(limits.sessions)),
         handshakes: Arc::new(parking_lot::Mutex::new(
             crate::transport::rate::TokenBucket::new(
                 config.server.handshakes_per_sec,
                 config.server.handshakes_burst,
             ),
         )),
+        sources: Arc::new(crate::transport::sources::SourceBudgets::new(
+            config.server.handshakes_per_source_per_sec,
+            config.server.handshakes_per_source_burst,
+        )),
+        gates: crate::transport::gate::Gates::new(
+            config.server.messages_per_sec,
+            config.server.messages_burst,
+        ),
         shutdown: CancellationToken::new(),
         tracker: TaskTracker::new(),
         metrics,
     };
+    let broker_up = state.hub.broker.state() != crate::cluster::BrokerState::Down;
+    metrics::gauge!("switchboard_broker_up").set(if broker_up { 1.0 } else { 0.0 });
     let state_presence = state.hub.presence.clone();
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node_id = %node_id, broker = state.hub.broker.name(), "switchboard listening");
@@ -231,13 +251,6 @@ pub async fn run(
     let token = state.shutdown.clone();
     let tracker = state.tracker.clone();
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
-    // Frames are small and latency-bound: Nagle would hold one back until the client's delayed
-    // ACK (40 ms on Linux) whenever an earlier frame is still unacknowledged.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
     let router = match checked_app(state) {
         Ok(router) => router,
         Err(e) => {
@@ -245,11 +258,14 @@ pub async fn run(
             return Err(e);
         }
     };
-    let serve = axum::serve(listener, router).with_graceful_shutdown({
-        let token = token.clone();
-        async move { token.cancelled().await }
-    });
-    let server = tokio::spawn(async move { serve.await });
+    let serve = crate::accept::serve(
+        listener,
+        router,
+        config.server.clone(),
+        limits,
+        token.clone(),
+    );
+    let server = tokio::spawn(serve);
     shutdown.await;
     tracing::info!("shutting down: closing sessions with 1001");
     // Cancelling the root token closes every session (their closers are children).
@@ -266,7 +282,7 @@ pub async fn run(
         presence.leave_now().await;
     }
     match tokio::time::timeout(Duration::from_secs(1), server).await {
-        Ok(joined) => joined.context("server task")?.context("server")?,
+        Ok(joined) => joined.context("server task")?,
         Err(_) => tracing::warn!("HTTP server did not stop within 1s after sessions closed"),
     }
     Ok(())

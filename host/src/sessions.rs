@@ -229,16 +229,34 @@ impl Registry {
 
     /// Adds a session; it stays until the returned guard is dropped.
     pub fn register(self: &Arc<Self>, session: Arc<Session>) -> Result<Registered, RegisterError> {
+        self.register_replacing(session, |_| false)
+    }
+
+    /// Adds a session that replaces the user's sessions for which `replaces` is true: those
+    /// do not count against the per-user limit, and are closed with 4002 only once the new
+    /// one is registered, so a refused newcomer leaves the user's sessions as they were.
+    pub fn register_replacing(
+        self: &Arc<Self>,
+        session: Arc<Session>,
+        replaces: impl Fn(&Session) -> bool,
+    ) -> Result<Registered, RegisterError> {
         let key = session.user_key();
         let mut index = self.index.write();
         let user_sessions = index.by_user.entry(key.clone()).or_default();
-        if user_sessions.len() >= self.max_per_user {
+        let kept = user_sessions
+            .iter()
+            .filter(|s| !replaces(s))
+            .count();
+        if kept >= self.max_per_user {
             if user_sessions.is_empty() {
                 index.by_user.remove(&key);
             }
             return Err(RegisterError::UserLimit(self.max_per_user));
         }
         let first_in_tenant = user_sessions.is_empty();
+        for old in user_sessions.iter().filter(|s| replaces(s)) {
+            old.close(close_codes::SESSION_REPLACED);
+        }
         user_sessions.push(session.clone());
         if first_in_tenant {
             index

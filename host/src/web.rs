@@ -1,18 +1,33 @@
-//! The demo web page, embedded in the binary and served at `/`.
+//! The demo web page, embedded in the binary and served at `/` only with `server.dev_tokens`:
+//! it is a development console (its default way in is a dev token), not something a
+//! production host should expose. Every answer forbids framing and inline code (CSP).
 
 use axum::{
     Router,
-    http::header,
-    response::{Html, IntoResponse},
+    http::{HeaderName, header},
+    response::IntoResponse,
     routing::get,
 };
 
-/// Routes of the demo page: `/`, `/app.js`, `/style.css`.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// Scripts, styles and connections only from the host itself; no framing, no plugins, no
+/// inline code (the page has none).
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// Routes of the demo page: `/`, `/app.js`, `/style.css`; none unless `dev_tokens`.
+pub fn routes<S: Clone + Send + Sync + 'static>(dev_tokens: bool) -> Router<S> {
+    if !dev_tokens {
+        return Router::new();
+    }
     Router::new()
         .route(
             "/",
-            get(|| async { Html(include_str!("../static/index.html")) }),
+            get(|| async {
+                asset(
+                    "text/html; charset=utf-8",
+                    include_str!("../static/index.html"),
+                )
+            }),
         )
         .route(
             "/app.js",
@@ -35,11 +50,13 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
+    let headers: [(HeaderName, &'static str); 6] = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (headers, body)
 }

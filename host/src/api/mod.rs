@@ -13,14 +13,16 @@
 
 mod dispatch;
 pub mod error;
+pub mod guard;
 mod target;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{DefaultBodyLimit, Path, Query, State},
     http::{HeaderMap, StatusCode},
+    middleware,
     response::IntoResponse,
     routing::{get, post},
 };
@@ -30,44 +32,56 @@ use serde_json::{json, value::RawValue};
 use self::{error::ApiError, target::PushTarget};
 use crate::{auth::Principal, cluster::BrokerState, server::AppState, sessions::UserKey};
 
-/// Routes of the HTTP API.
-pub fn routes() -> Router<AppState> {
+/// Largest body of `POST /api/v1/dev/token`.
+const DEV_TOKEN_BODY_BYTES: usize = 4096;
+
+/// Routes of the HTTP API. Credentials are checked by middleware before a handler reads the
+/// body; bodies are read whole, within per-route limits and `server.body_timeout_secs`.
+pub fn routes(state: &AppState) -> Router<AppState> {
+    let server = &state.config.server;
+    let timeout = Duration::from_secs(server.body_timeout_secs);
+    let body = |limit: usize, code: &'static str| {
+        middleware::from_fn(move |req: axum::extract::Request, next: middleware::Next| {
+            guard::read_body(limit, code, timeout, req, next)
+        })
+    };
+    let api_key = middleware::from_fn_with_state(state.clone(), guard::api_key);
+    let user_token = middleware::from_fn_with_state(state.clone(), guard::user_token);
+    let dev_only = middleware::from_fn_with_state(state.clone(), guard::dev_only);
+    // Layers run outermost last-added first: credentials, then the body, then the handler.
     Router::new()
-        .route("/api/v1/messages", post(push))
-        .route("/api/v1/dispatch", post(dispatch::dispatch))
-        .route("/api/v1/presence/users", get(online_users))
+        .route(
+            "/api/v1/messages",
+            post(push)
+                .layer(DefaultBodyLimit::disable())
+                .layer(body(server.max_push_bytes, "body_too_large"))
+                .layer(api_key.clone()),
+        )
+        .route(
+            "/api/v1/dispatch",
+            post(dispatch::dispatch)
+                .layer(DefaultBodyLimit::disable())
+                .layer(body(server.max_frame_bytes, "frame_too_large"))
+                .layer(user_token),
+        )
+        .route(
+            "/api/v1/presence/users",
+            get(online_users).layer(api_key.clone()),
+        )
         .route(
             "/api/v1/presence/users/{user_type}/{user_id}",
-            get(user_presence),
+            get(user_presence).layer(api_key),
         )
         .route("/api/v1/plugins", get(plugins))
-        .route("/api/v1/dev/token", post(dev_token))
+        .route(
+            "/api/v1/dev/token",
+            post(dev_token)
+                .layer(body(DEV_TOKEN_BODY_BYTES, "body_too_large"))
+                .layer(dev_only),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(prometheus))
-}
-
-/// Checks `Authorization: Bearer <api key>` against `api.keys`.
-fn require_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    let given = crate::auth::bearer(headers).ok_or_else(|| {
-        ApiError::unauthorized("missing_api_key", "send Authorization: Bearer <api key>")
-    })?;
-    let known = state
-        .config
-        .api
-        .keys
-        .iter()
-        .any(|key| constant_time_eq(key.as_bytes(), given.as_bytes()));
-    if known {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized("invalid_api_key", "unknown API key"))
-    }
-}
-
-/// Compares without an early exit, so response time does not reveal how much of a key matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[derive(Deserialize)]
@@ -88,10 +102,8 @@ fn null_content() -> Box<RawValue> {
 
 async fn push(
     State(state): State<AppState>,
-    headers: HeaderMap,
     body: Result<Json<PushRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_api_key(&state, &headers)?;
     let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     if req.msg_type.is_empty() || req.msg_type.len() > crate::envelope::MAX_TYPE_LEN {
         return Err(ApiError::bad_request(
@@ -99,6 +111,8 @@ async fn push(
             "\"type\" must be 1 to 128 characters",
         ));
     }
+    crate::envelope::check_depth(req.content.get(), state.config.server.max_json_depth)
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
     let (target, scope) = req.to.resolve(req.tenant_id)?;
     let sent = state.hub.send(target, scope, req.msg_type, req.content);
     // `cluster: "dropped"` tells the caller that other nodes missed it (broker down) and a
@@ -117,10 +131,8 @@ struct OnlineQuery {
 
 async fn online_users(
     State(state): State<AppState>,
-    headers: HeaderMap,
     query: Result<Query<OnlineQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_api_key(&state, &headers)?;
     let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let tenant = q.tenant_id.map(|t| Some(Arc::<str>::from(t)));
     let users = state.hub.online_users(tenant.as_ref(), q.user_type).await;
@@ -134,11 +146,9 @@ struct TenantQuery {
 
 async fn user_presence(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path((user_type, user_id)): Path<(u32, String)>,
     Query(q): Query<TenantQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require_api_key(&state, &headers)?;
     let user_id: Arc<str> = user_id.into();
     // Like the push API: without `tenant_id`, every tenant.
     let sessions = match q.tenant_id {
@@ -167,7 +177,7 @@ async fn plugins(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Err(key_error) = require_api_key(&state, &headers) else {
+    let Err(key_error) = guard::check_api_key(&state, &headers) else {
         return Ok(Json(state.dispatcher.status()));
     };
     let bearer = crate::auth::bearer(&headers);
@@ -205,11 +215,6 @@ async fn dev_token(
     State(state): State<AppState>,
     body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !state.config.server.dev_tokens {
-        return Err(ApiError::not_found(
-            "dev tokens are disabled (server.dev_tokens)",
-        ));
-    }
     let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
     let principal = Principal {
         user_id: req.user_id.into(),

@@ -5,19 +5,21 @@
 //! - [`ws`]: WebSocket, both directions.
 //! - [`sse`]: server-sent events down; `POST /api/v1/dispatch` up.
 
+pub mod gate;
 pub mod rate;
+pub mod sources;
 pub mod sse;
 pub mod ws;
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use http::{HeaderMap, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::{
+    accept::Conn,
     api::error::ApiError,
     auth::{FoundToken, find_token},
-    close_codes,
     config::EndpointConfig,
     envelope::{self, Inbound},
     server::AppState,
@@ -34,6 +36,11 @@ pub struct Admitted {
     pub permit: OwnedSemaphorePermit,
     /// Where the token was found (for echoing a WebSocket subprotocol).
     pub token: FoundToken,
+    /// The session's message budget and ordering, shared with `POST /api/v1/dispatch`.
+    pub gate: gate::GateGuard,
+    /// The TCP connection; an upgraded WebSocket holds it (and its open-connection permit)
+    /// for the life of the socket.
+    pub conn: Option<Conn>,
 }
 
 impl Admitted {
@@ -44,11 +51,15 @@ impl Admitted {
 }
 
 /// Authenticates a connection request and registers its session, or says why not with an
-/// HTTP status (401 token, 429 per-user limit, 503 connection limit or shutting down).
+/// HTTP status (401 token, 429 rates and the per-user limit, 503 connection limit or shutting
+/// down). Cheap checks come first; the source address's handshake budget is spent before the
+/// token is verified, the node's only on a valid token, so clients without one cannot make
+/// legitimate handshakes wait.
 pub fn admit(
     state: &AppState,
     endpoint: &EndpointConfig,
-    query: &HashMap<String, String>,
+    conn: Option<&Conn>,
+    query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Admitted, ApiError> {
     if state.shutdown.is_cancelled() {
@@ -59,17 +70,20 @@ pub fn admit(
         ));
     }
     check_origin(&state.config.server.allowed_origins, headers)?;
-    if state.handshakes.lock().take(std::time::Instant::now()) != rate::Verdict::Allow {
-        metrics::counter!("switchboard_connections_rejected_total", "reason" => "handshake_rate")
-            .increment(1);
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "handshake_rate_limited",
-            "too many connection attempts; retry with backoff",
-        ));
+    let token = find_token(query, headers)?;
+    let now = std::time::Instant::now();
+    if let Some(conn) = conn
+        && !state.sources.take(conn.peer(), now)
+    {
+        return Err(handshake_rate_limited("source_handshake_rate"));
     }
-    let token = find_token(query, headers).ok_or(crate::auth::AuthError::Missing)?;
     let principal = state.auth.verify(&token.token)?;
+    if let Some(conn) = conn {
+        conn.authenticated();
+    }
+    if state.handshakes.lock().take(now) != rate::Verdict::Allow {
+        return Err(handshake_rate_limited("handshake_rate"));
+    }
     let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
         metrics::counter!("switchboard_connections_rejected_total", "reason" => "max_connections")
             .increment(1);
@@ -87,26 +101,65 @@ pub fn admit(
         state.config.server.outbound_queue,
         state.shutdown.child_token(),
     );
-    if endpoint.single_session {
-        replace_older_sessions(state, &session);
-    }
-    let registration = state.hub.registry.register(session).map_err(|e| match e {
-        RegisterError::UserLimit(_) => {
-            metrics::counter!("switchboard_connections_rejected_total", "reason" => "user_limit")
-                .increment(1);
-            ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_user_connections",
-                e.to_string(),
-            )
-        }
-    })?;
+    // One session per user on this endpoint: the older ones are replaced only if the new
+    // one is admitted, and do not count against the per-user limit.
+    let replaces = |old: &Session| {
+        endpoint.single_session
+            && old.profile == session.profile
+            && old.transport == session.transport
+    };
+    let registration = state
+        .hub
+        .registry
+        .register_replacing(session.clone(), replaces)
+        .map_err(|e| match e {
+            RegisterError::UserLimit(_) => {
+                metrics::counter!("switchboard_connections_rejected_total", "reason" => "user_limit")
+                    .increment(1);
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_user_connections",
+                    e.to_string(),
+                )
+            }
+        })?;
     Ok(Admitted {
+        gate: state.gates.open(session.id.clone()),
         registration,
         outbound,
         permit,
         token,
+        conn: conn.cloned(),
     })
+}
+
+fn handshake_rate_limited(reason: &'static str) -> ApiError {
+    metrics::counter!("switchboard_connections_rejected_total", "reason" => reason).increment(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "handshake_rate_limited",
+        "too many connection attempts; retry with backoff",
+    )
+}
+
+/// Counts one open connection in `switchboard_connections{transport, profile}` while it
+/// lives: a guard, so every way a connection ends (including a client that leaves while its
+/// handshake is still being handled) takes it off the gauge.
+pub struct ConnectionGauge(metrics::Gauge);
+
+impl ConnectionGauge {
+    /// Counts a connection of `transport` and `profile` until dropped.
+    pub fn new(transport: &'static str, profile: envelope::Profile) -> Self {
+        let gauge = metrics::gauge!("switchboard_connections", "transport" => transport, "profile" => profile.name());
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 /// Browsers send `Origin`; with an allowlist configured, other origins get 403.
@@ -127,15 +180,6 @@ fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError>
         "origin_not_allowed",
         "this origin may not connect",
     ))
-}
-
-fn replace_older_sessions(state: &AppState, session: &Session) {
-    let key = crate::sessions::UserKey::of(&session.principal);
-    state.hub.registry.for_user(&key, |old| {
-        if old.profile == session.profile && old.transport == session.transport {
-            old.close(close_codes::SESSION_REPLACED);
-        }
-    });
 }
 
 /// Queues the native profile's greeting: `{"type":"session","content":{"session_id", "user_id",
@@ -162,7 +206,8 @@ pub fn greet(state: &AppState, session: &Session) {
 pub async fn handle_text(state: &AppState, session: &Arc<Session>, text_type: &str, text: &str) {
     metrics::counter!("switchboard_messages_in_total", "profile" => session.profile.name())
         .increment(1);
-    match session.profile.parse(text, text_type) {
+    let max_depth = state.config.server.max_json_depth;
+    match session.profile.parse_limited(text, text_type, max_depth) {
         Ok(Inbound::Reply(reply)) => {
             session.push(Frame::Text(reply.into()));
         }

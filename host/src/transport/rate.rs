@@ -36,6 +36,12 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now` (its owner has been quiet long enough).
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
     /// Takes a token for one message at time `now`.
     pub fn take(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

@@ -7,11 +7,11 @@
 //! The `ruoyi-plus` profile starts with the comment `connected`; every profile gets comment
 //! heartbeats (`heartbeat`) every `heartbeat_secs` of the endpoint (default 60).
 
-use std::{collections::HashMap, convert::Infallible, sync::Arc, time::Duration};
+use std::{convert::Infallible, sync::Arc, time::Duration};
 
 use axum::{
     Json,
-    extract::{Query, State},
+    extract::{RawQuery, State},
     response::{
         IntoResponse, Response,
         sse::{Event, KeepAlive, Sse},
@@ -21,8 +21,9 @@ use futures_util::{Stream, StreamExt, stream};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use super::{Admitted, admit, greet};
+use super::{Admitted, ConnectionGauge, admit, greet};
 use crate::{
+    accept::Conn,
     api::error::ApiError,
     auth::find_token,
     close_codes,
@@ -39,16 +40,18 @@ pub const DEFAULT_HEARTBEAT_SECS: u64 = 60;
 pub async fn open(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
-    Query(query): Query<HashMap<String, String>>,
+    conn: Option<axum::Extension<Conn>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let admitted = match admit(&state, &endpoint, &query, &headers) {
+    let conn = conn.map(|axum::Extension(c)| c);
+    let admitted = match admit(&state, &endpoint, conn.as_ref(), query.as_deref(), &headers) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     let session = admitted.session().clone();
-    metrics::gauge!("switchboard_connections", "transport" => "sse", "profile" => session.profile.name())
-        .increment(1.0);
+    // Counted from here: a client that leaves while `connected` runs drops this guard.
+    let gauge = ConnectionGauge::new("sse", session.profile);
     greet(&state, &session);
     state.dispatcher.connected(session.clone()).await;
     let opening = match session.profile {
@@ -65,6 +68,7 @@ pub async fn open(
         admitted,
         state,
         next_id: 0,
+        _gauge: gauge,
     }));
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
@@ -85,13 +89,13 @@ struct StreamState {
     admitted: Admitted,
     state: AppState,
     next_id: u64,
+    /// Takes the connection off `switchboard_connections` when the stream ends.
+    _gauge: ConnectionGauge,
 }
 
 impl Drop for StreamState {
     fn drop(&mut self) {
         let session = self.admitted.session().clone();
-        metrics::gauge!("switchboard_connections", "transport" => "sse", "profile" => session.profile.name())
-            .decrement(1.0);
         let dispatcher = self.state.dispatcher.clone();
         // The registration (a field) is dropped as soon as this returns, before the spawned
         // task runs: listeners see the user's remaining sessions only.
@@ -127,10 +131,10 @@ fn events(state: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
 pub async fn close(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let token = find_token(&query, &headers).ok_or(crate::auth::AuthError::Missing)?;
+    let token = find_token(query.as_deref(), &headers)?;
     let principal = state.auth.verify(&token.token)?;
     let key = UserKey::of(&principal);
     let mut closed = 0;

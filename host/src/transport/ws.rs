@@ -6,11 +6,11 @@
 //! drains the session's bounded queue (batching frames into one flush), sends protocol pings,
 //! and sends the close frame with the session's close code.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     extract::{
-        Query, State, WebSocketUpgrade,
+        RawQuery, State, WebSocketUpgrade,
         ws::{CloseFrame, Message},
     },
     response::{IntoResponse, Response},
@@ -19,12 +19,9 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::HeaderMap;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{
-    admit, greet, handle_text,
-    rate::{TokenBucket, Verdict},
-    report,
-};
+use super::{ConnectionGauge, admit, gate::Gate, greet, handle_text, rate::Verdict, report};
 use crate::{
+    accept::Conn,
     close_codes,
     config::EndpointConfig,
     server::AppState,
@@ -38,11 +35,13 @@ const WRITE_BATCH: usize = 64;
 pub async fn upgrade(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
-    Query(query): Query<HashMap<String, String>>,
+    conn: Option<axum::Extension<Conn>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let admitted = match admit(&state, &endpoint, &query, &headers) {
+    let conn = conn.map(|axum::Extension(c)| c);
+    let admitted = match admit(&state, &endpoint, conn.as_ref(), query.as_deref(), &headers) {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -70,12 +69,14 @@ pub async fn upgrade(
                 &state,
                 &endpoint,
                 &session,
+                admitted.gate.gate(),
                 halves,
                 admitted.outbound,
                 admitted.registration,
             )
             .await;
             drop(admitted.permit);
+            drop(admitted.conn);
         })
     })
 }
@@ -88,6 +89,7 @@ pub async fn serve<Si, St, R>(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,
+    gate: &Gate,
     (sink, mut stream): (Si, St),
     mut outbound: mpsc::Receiver<Frame>,
     registration: R,
@@ -95,8 +97,7 @@ pub async fn serve<Si, St, R>(
     Si: Sink<Message> + Unpin,
     St: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    let gauge = || metrics::gauge!("switchboard_connections", "transport" => "websocket", "profile" => session.profile.name());
-    gauge().increment(1.0);
+    let gauge = ConnectionGauge::new("websocket", session.profile);
     greet(state, session);
     state.dispatcher.connected(session.clone()).await;
     let ping_every = endpoint
@@ -104,13 +105,13 @@ pub async fn serve<Si, St, R>(
         .unwrap_or(state.config.server.ping_interval_secs);
     let ping_every = Duration::from_secs(ping_every.max(1));
     let ((), sink) = tokio::join!(
-        read_loop(state, endpoint, session, &mut stream),
+        read_loop(state, endpoint, session, gate, &mut stream),
         write_loop(session, sink, &mut outbound, ping_every),
     );
     // Unregistered first, so listeners see the user's remaining sessions only.
     drop(registration);
     state.dispatcher.disconnected(session.clone()).await;
-    gauge().decrement(1.0);
+    drop(gauge);
     if let Some(sink) = sink {
         let linger = Duration::from_secs(state.config.server.close_timeout_secs);
         let handshake = close_handshake(session, sink, outbound, &mut stream);
@@ -122,13 +123,12 @@ async fn read_loop<St>(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,
+    gate: &Gate,
     stream: &mut St,
 ) where
     St: Stream<Item = Result<Message, axum::Error>> + Unpin,
 {
-    let server = &state.config.server;
-    let idle = Duration::from_secs(server.idle_timeout_secs.max(1));
-    let mut bucket = TokenBucket::new(server.messages_per_sec, server.messages_burst);
+    let idle = Duration::from_secs(state.config.server.idle_timeout_secs.max(1));
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
     loop {
@@ -142,22 +142,7 @@ async fn read_loop<St>(
             frame = stream.next() => frame,
         };
         deadline.as_mut().reset(Instant::now() + idle);
-        let text = match frame {
-            Some(Ok(Message::Text(text))) => text,
-            Some(Ok(Message::Binary(_))) => {
-                report(session, "binary_not_supported", "send text frames", None);
-                continue;
-            }
-            // Pings are answered by the protocol layer; they count against the message rate so
-            // a ping flood ends like any other flood.
-            Some(Ok(Message::Ping(_))) => {
-                if bucket.take(std::time::Instant::now()) == Verdict::Abuse {
-                    session.close(close_codes::POLICY_VIOLATION);
-                    return;
-                }
-                continue;
-            }
-            Some(Ok(Message::Pong(_))) => continue,
+        let frame = match frame {
             Some(Ok(Message::Close(_))) | None => {
                 session.close(close_codes::NORMAL);
                 return;
@@ -166,22 +151,38 @@ async fn read_loop<St>(
                 session.close(close_code_for(e));
                 return;
             }
+            Some(Ok(frame)) => frame,
         };
-        match bucket.take(std::time::Instant::now()) {
-            Verdict::Allow => handle_text(state, session, &endpoint.text_type, text.as_str()).await,
+        // Every frame counts against the message rate, pings, pongs and binary frames
+        // included, so any kind of flood ends the same way.
+        match gate.take() {
+            Verdict::Allow => {}
             Verdict::Refuse => {
                 metrics::counter!("switchboard_messages_rate_limited_total").increment(1);
-                report(
-                    session,
-                    "rate_limited",
-                    "message rate exceeded; slow down",
-                    None,
-                );
+                if matches!(frame, Message::Text(_) | Message::Binary(_)) {
+                    report(
+                        session,
+                        "rate_limited",
+                        "message rate exceeded; slow down",
+                        None,
+                    );
+                }
+                continue;
             }
             Verdict::Abuse => {
                 session.close(close_codes::POLICY_VIOLATION);
                 return;
             }
+        }
+        match frame {
+            Message::Text(text) => {
+                // In turn with `POST /api/v1/dispatch` calls naming this session.
+                let _turn = gate.turn().await;
+                handle_text(state, session, &endpoint.text_type, text.as_str()).await;
+            }
+            Message::Binary(_) => report(session, "binary_not_supported", "send text frames", None),
+            // Pings are answered by the protocol layer.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
         }
     }
 }
@@ -195,6 +196,7 @@ fn close_code_for(error: axum::Error) -> u16 {
             close_codes::MESSAGE_TOO_BIG
         }
         Some(WsError::Utf8(_)) => close_codes::INVALID_PAYLOAD,
+        Some(WsError::Protocol(_)) => close_codes::PROTOCOL_ERROR,
         _ => {
             tracing::debug!(error = %inner, "websocket read error");
             close_codes::NORMAL

@@ -1,0 +1,148 @@
+//! Every metric the host exports, described in one place (Prometheus `HELP` and `TYPE`), and
+//! present from the start: series without a per-plugin label are registered at zero, so
+//! dashboards and alerts see zeros on a fresh host, not "no data". A new metric belongs in
+//! these tables.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Counters without labels.
+const COUNTERS: &[(&str, &str)] = &[
+    (
+        "switchboard_slow_consumers_closed_total",
+        "Sessions closed (4001) because their outbound queue overflowed.",
+    ),
+    (
+        "switchboard_messages_rate_limited_total",
+        "Client messages refused because the session or user exceeded its message rate.",
+    ),
+    (
+        "switchboard_messages_out_total",
+        "Frames written to WebSocket clients.",
+    ),
+    (
+        "switchboard_deliveries_total",
+        "Messages queued for local sessions.",
+    ),
+    (
+        "switchboard_presence_degraded_total",
+        "Presence answers given from this node only because cluster presence failed.",
+    ),
+    (
+        "switchboard_broker_published_total",
+        "Publications sent to the cluster broker.",
+    ),
+];
+
+/// Counters with one label and its every value.
+const LABELLED_COUNTERS: &[(&str, &str, &str, &[&str])] = &[
+    (
+        "switchboard_connections_rejected_total",
+        "Connections refused or closed before becoming a session, by reason.",
+        "reason",
+        &[
+            "origin",
+            "source_handshake_rate",
+            "handshake_rate",
+            "max_connections",
+            "user_limit",
+            "pending_evicted",
+        ],
+    ),
+    (
+        "switchboard_messages_in_total",
+        "Client messages received, by wire profile (`http`: POST /api/v1/dispatch).",
+        "profile",
+        &["native", "yudao", "ruoyi-plus", "http"],
+    ),
+    (
+        "switchboard_messages_dropped_total",
+        "Messages dropped, by reason.",
+        "reason",
+        &["slow_consumer", "broker_down", "inbound_full"],
+    ),
+    (
+        "switchboard_plugin_reloads_total",
+        "Plugin files loaded, unloaded or rejected.",
+        "result",
+        &["loaded", "unloaded", "rejected"],
+    ),
+];
+
+/// Per-plugin counters (label `plugin`): described only, since plugin names are not known
+/// in advance.
+const PLUGIN_COUNTERS: &[(&str, &str)] = &[
+    ("switchboard_plugin_calls_total", "Calls into a plugin."),
+    (
+        "switchboard_plugin_errors_total",
+        "Plugin calls that returned an error or faulted.",
+    ),
+    (
+        "switchboard_plugin_busy_total",
+        "Calls refused because the plugin was at its concurrency limit.",
+    ),
+    (
+        "switchboard_plugin_faults_total",
+        "Plugin calls that trapped, ran out of time or memory.",
+    ),
+    (
+        "switchboard_plugin_log_dropped_total",
+        "Plugin log lines dropped by the log rate limit or a full queue.",
+    ),
+];
+
+/// Profiles and transports of `switchboard_connections`.
+const TRANSPORTS: &[&str] = &["websocket", "sse"];
+const PROFILES: &[&str] = &["native", "yudao", "ruoyi-plus"];
+
+/// Describes every metric and registers the ones without a per-plugin label at zero. Needs
+/// the recorder installed first; idempotent.
+pub fn describe() {
+    for (name, help) in COUNTERS {
+        describe_counter!(*name, *help);
+        metrics::counter!(*name).increment(0);
+    }
+    for (name, help, label, values) in LABELLED_COUNTERS {
+        describe_counter!(*name, *help);
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for (name, help) in PLUGIN_COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    describe_histogram!(
+        "switchboard_plugin_call_seconds",
+        Unit::Seconds,
+        "Duration of plugin calls (label `plugin`)."
+    );
+    describe_gauge!("switchboard_sessions", "Sessions open on this node.");
+    metrics::gauge!("switchboard_sessions").increment(0.0);
+    describe_gauge!(
+        "switchboard_connections",
+        "Open client connections, by transport and wire profile."
+    );
+    for transport in TRANSPORTS {
+        for profile in PROFILES {
+            metrics::gauge!("switchboard_connections", "transport" => *transport, "profile" => *profile)
+                .increment(0.0);
+        }
+    }
+    describe_gauge!(
+        "switchboard_broker_up",
+        "1 while the cluster broker answers, else 0 (always 1 with the local broker)."
+    );
+}
+
+/// Names of every metric described here, for tests and documentation checks.
+pub fn names() -> Vec<&'static str> {
+    let mut names: Vec<&str> = COUNTERS.iter().map(|(n, _)| *n).collect();
+    names.extend(LABELLED_COUNTERS.iter().map(|(n, ..)| *n));
+    names.extend(PLUGIN_COUNTERS.iter().map(|(n, _)| *n));
+    names.extend([
+        "switchboard_plugin_call_seconds",
+        "switchboard_sessions",
+        "switchboard_connections",
+        "switchboard_broker_up",
+    ]);
+    names
+}
