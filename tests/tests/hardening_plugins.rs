@@ -11,8 +11,7 @@ use std::{
 
 use serde_json::{Value, json};
 use switchboard_tests::{
-    PATIENCE, client::Client, cluster::Node, eventually, guests, host::TestHost, metric,
-    sse::SseClient,
+    PATIENCE, cluster::Node, eventually, guests, host::TestHost, metric, sse::SseClient,
 };
 
 /// Copies guest `name` into `dir` as `file.wasm`, with `sidecar` as `file.toml` if given.

@@ -331,7 +331,7 @@ impl PluginHost {
                     self.routes
                         .store(Arc::new(self.routes.load().without(&key)));
                     self.generation.fetch_add(1, Ordering::AcqRel);
-                    tracing::info!(plugin = old.label(), file, "plugin unloaded: file removed");
+                    tracing::info!(plugin = old.label(), file = %file, "plugin unloaded: file removed");
                     metrics::counter!("switchboard_plugin_reloads_total", "result" => "unloaded")
                         .increment(1);
                 }
@@ -385,15 +385,17 @@ impl PluginHost {
         stamps: Stamps,
         table_generation: Option<u64>,
     ) {
+        // One line, whatever the component parser or the file name put in it.
+        let error = escape::escape_control(&error).into_owned();
         let kept_previous = self.routes.load().plugins.contains_key(key);
         let mut failures = self.failures.lock();
         let repeat = failures
             .get(key)
             .is_some_and(|f| f.stamps == stamps && f.error == error);
         if repeat {
-            tracing::debug!(file, error = %error, "plugin still rejected");
+            tracing::debug!(file = %file, error = %error, "plugin still rejected");
         } else {
-            tracing::error!(file, error = %error, kept_previous, "plugin rejected");
+            tracing::error!(file = %file, error = %error, kept_previous, "plugin rejected");
             metrics::counter!("switchboard_plugin_reloads_total", "result" => "rejected")
                 .increment(1);
         }
