@@ -439,3 +439,25 @@ fn validate(info: &types::PluginInfo, sidecar: &Sidecar) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_plugin_refuses_large_files_and_symlinks_unread() {
+        let dir = std::env::temp_dir().join(format!("switchboard-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.wasm");
+        std::fs::write(&file, vec![0u8; 4096]).unwrap();
+        let (bytes, _) = read_plugin(&file, 4096).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        let e = read_plugin(&file, 4095).unwrap_err().to_string();
+        assert!(e.contains("is 4096 bytes; the limit is 4095"), "{e}");
+        let link = dir.join("l.wasm");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = read_plugin(&link, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -107,15 +107,19 @@ mod tests {
     #[test]
     fn host_defaults_are_in_range_and_extremes_are_not() {
         check_host(&PluginsConfig::default()).unwrap();
-        let mut c = PluginsConfig::default();
-        c.memory_limit_mb = u64::MAX;
+        let c = PluginsConfig {
+            memory_limit_mb: u64::MAX,
+            ..Default::default()
+        };
         let e = check_host(&c).unwrap_err().to_string();
         assert!(
             e.starts_with("plugins.memory_limit_mb = 18446744073709551615"),
             "{e}"
         );
-        let mut c = PluginsConfig::default();
-        c.fuel = Some(0);
+        let c = PluginsConfig {
+            fuel: Some(0),
+            ..Default::default()
+        };
         assert!(
             check_host(&c)
                 .unwrap_err()

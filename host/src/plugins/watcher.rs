@@ -93,11 +93,10 @@ impl Watcher {
 /// Whether an event changed a file: created, written, renamed, removed, or its permissions
 /// changed. Reads (open, close without writing, access times) are not changes.
 fn is_change(kind: &EventKind) -> bool {
-    match kind {
-        EventKind::Access(_) => false,
-        EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime)) => false,
-        _ => true,
-    }
+    !matches!(
+        kind,
+        EventKind::Access(_) | EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))
+    )
 }
 
 /// The name of a changed plugin or sidecar directly inside `dir` (`NAME.wasm`, `NAME.toml`;
