@@ -425,3 +425,24 @@ async fn symlinks_and_odd_file_names_are_refused_or_escaped() {
     c.send("echo", json!(1)).await;
     assert_eq!(c.expect("echo").await, json!(1));
 }
+
+#[tokio::test]
+async fn a_file_refused_for_a_claimed_type_loads_once_the_claim_is_freed() {
+    let host = TestHost::start(&["echo"]).await;
+    host.install_plugin(
+        "clash-echo",
+        &std::fs::read(guests::path("clash-echo")).unwrap(),
+    );
+    eventually(PATIENCE, "the clash to be refused", async || {
+        failure(&host.plugins().await, "clash-echo.wasm").map(|_| ())
+    })
+    .await;
+    // The refused file itself does not change; freeing the type is what retries it.
+    std::fs::remove_file(host.plugins_dir.join("echo.wasm")).unwrap();
+    let status = eventually(PATIENCE, "clash-echo to take the type", async || {
+        let status = host.plugins().await;
+        plugin(&status, "clash-echo").map(|_| status)
+    })
+    .await;
+    assert!(failure(&status, "clash-echo.wasm").is_none(), "{status}");
+}

@@ -224,6 +224,20 @@ impl PluginHost {
         while let Some(step) = steps.next().await {
             self.commit(step);
         }
+        drop(steps);
+        // A file refused for a type another plugin claimed gets another try once the table
+        // has changed (e.g. that plugin was removed in this same pass).
+        let generation = self.generation.load(Ordering::Acquire);
+        let stale: Vec<String> = self
+            .failures
+            .lock()
+            .iter()
+            .filter(|(_, f)| f.table_generation.is_some_and(|g| g != generation))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            self.reload(&key).await;
+        }
     }
 
     /// Brings plugin `key` in line with the folder: loads a new or changed `key.wasm`,
