@@ -286,6 +286,8 @@ pub struct PluginsConfig {
     pub log_lines_per_sec: u32,
     /// Sends one plugin call may make; further sends fail with `forbidden`.
     pub max_sends_per_call: u32,
+    /// Largest plugin file read, in bytes; a larger file is refused without reading it.
+    pub max_plugin_bytes: u64,
     /// Use the pooling instance allocator (falls back to on-demand when the machine cannot
     /// reserve its address space).
     pub pooling: bool,
@@ -305,6 +307,7 @@ impl Default for PluginsConfig {
             max_concurrent_calls: 64,
             log_lines_per_sec: 100,
             max_sends_per_call: 1000,
+            max_plugin_bytes: 512 << 20,
             pooling: true,
         }
     }
@@ -512,9 +515,7 @@ impl Config {
             }
         }
         s.validate_edge()?;
-        if self.plugins.call_timeout_ms == 0 || self.plugins.memory_limit_mb == 0 {
-            bail!("plugins.call_timeout_ms and plugins.memory_limit_mb must be at least 1");
-        }
+        crate::plugins::ranges::check_host(&self.plugins)?;
         Ok(())
     }
 }

@@ -83,7 +83,7 @@ fn precompile(bytes: &[u8]) -> (Duration, bool) {
     let cache = CodeCache::new(config.cache_dir.expect("shared cache dir"), &runtime.engine);
     let started = Instant::now();
     let (_, cached) = cache
-        .load_or_compile(&runtime.engine, &content_hash(bytes), bytes)
+        .load_or_compile(&runtime.engine, &content_hash(bytes), bytes, "precompile")
         .expect("component compiles");
     (started.elapsed(), cached)
 }
@@ -402,7 +402,7 @@ fn measure_component_load_times() {
         let started = Instant::now();
         let bytes = std::fs::read(file).unwrap();
         let (component, cached) = cache
-            .load_or_compile(&runtime.engine, &content_hash(&bytes), &bytes)
+            .load_or_compile(&runtime.engine, &content_hash(&bytes), &bytes, "polyglot")
             .unwrap();
         runtime.prepare(&component).expect("a plugin of the world");
         (started.elapsed(), cached, bytes.len())

@@ -34,12 +34,14 @@ impl CodeCache {
     }
 
     /// The component for `bytes` (whose SHA-256 is `content_hash`): from the cache when
-    /// present and loadable, else compiled and written to the cache.
+    /// present and loadable, else compiled (logged with `file`, since a large component takes
+    /// seconds) and written to the cache.
     pub fn load_or_compile(
         &self,
         engine: &Engine,
         content_hash: &str,
         bytes: &[u8],
+        file: &str,
     ) -> anyhow::Result<(Component, bool)> {
         let path = self.path_for(content_hash);
         if path.exists() {
@@ -50,6 +52,7 @@ impl CodeCache {
                 }
             }
         }
+        tracing::info!(file, bytes = bytes.len(), "compiling plugin");
         let component = compile(engine, bytes)?;
         if let Err(e) = self.store(&path, &component) {
             tracing::warn!(path = %path.display(), error = %e, "cannot write compiled code cache");

@@ -14,11 +14,12 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 /// the async executor) at most this long apart.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
-fn base_config(fuel: bool) -> Config {
+fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
     config.epoch_interruption(true);
-    config.consume_fuel(fuel);
+    // Always on: any plugin's sidecar may set a fuel budget, at start or on a reload.
+    config.consume_fuel(true);
     // Guests get a 1 MiB wasm stack, on a 2 MiB fiber stack for async calls.
     config.max_wasm_stack(1 << 20);
     config.async_stack_size(2 << 20);
@@ -55,9 +56,9 @@ fn pooling() -> PoolingAllocationConfig {
 
 /// Builds the engine: the pooling allocator (fast instantiation, copy-on-write memory
 /// images) when the machine lets it reserve its address space, else on-demand allocation.
-pub fn build(fuel: bool, pooled: bool) -> anyhow::Result<Engine> {
+pub fn build(pooled: bool) -> anyhow::Result<Engine> {
     if pooled {
-        let mut config = base_config(fuel);
+        let mut config = base_config();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
         match Engine::new(&config) {
             Ok(engine) => return Ok(engine),
@@ -66,7 +67,7 @@ pub fn build(fuel: bool, pooled: bool) -> anyhow::Result<Engine> {
             }
         }
     }
-    Ok(Engine::new(&base_config(fuel))?)
+    Ok(Engine::new(&base_config())?)
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own until dropped.

@@ -8,6 +8,7 @@ use serde_json::value::RawValue;
 
 use super::{
     bindings::switchboard::plugin::{config, logging, presence, sender, types},
+    escape::escape_control,
     state::CallState,
 };
 use crate::{
@@ -125,8 +126,9 @@ impl logging::Host for CallState {
             return;
         }
         let plugin = self.env.label.as_str();
-        // Bounded so one call cannot flood the log with a huge line.
-        let message = truncate(&message, 4096);
+        // Bounded so one call cannot flood the log with a huge line; control characters
+        // escaped so it cannot forge lines of the host's own.
+        let message = escape_control(truncate(&message, 4096));
         match level {
             types::Level::Trace => tracing::trace!(plugin, "{message}"),
             types::Level::Debug => tracing::debug!(plugin, "{message}"),

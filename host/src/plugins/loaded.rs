@@ -2,6 +2,7 @@
 //! with counters and fault reports.
 
 use std::{
+    io::Read as _,
     path::{Path, PathBuf},
     sync::Arc,
     time::{Instant, SystemTime},
@@ -16,6 +17,7 @@ use tokio::sync::Semaphore;
 use super::{
     bindings::{PluginPre, switchboard::plugin::types},
     cache::CodeCache,
+    escape::show_path,
     runtime::{Fault, InstancePool, Runtime},
     sidecar::{Limits, Sidecar},
     state::{CallState, PluginEnv},
@@ -24,9 +26,6 @@ use crate::{
     config::PluginsConfig, delivery::Hub, dispatch::DispatchError, envelope::MAX_TYPE_LEN,
     sessions::Session, transport::rate::TokenBucket,
 };
-
-/// Largest plugin file accepted.
-pub const MAX_PLUGIN_BYTES: u64 = 512 << 20;
 
 /// Counters of one plugin, kept across reloads of its file.
 #[derive(Debug, Default)]
@@ -122,6 +121,42 @@ impl FileStamp {
     }
 }
 
+/// Reads a plugin file of at most `max_bytes`: a symbolic link or anything but a regular file
+/// is refused. Returns the bytes and the stamp they were read under.
+pub fn read_plugin(file: &Path, max_bytes: u64) -> anyhow::Result<(Vec<u8>, FileStamp)> {
+    let shown = show_path(file);
+    let meta = std::fs::symlink_metadata(file).with_context(|| format!("reading {shown}"))?;
+    if meta.file_type().is_symlink() {
+        bail!("{shown} is a symbolic link: put a regular file in the plugins folder");
+    }
+    if !meta.is_file() {
+        bail!("{shown} is not a regular file");
+    }
+    if meta.len() > max_bytes {
+        bail!(
+            "{shown} is {} bytes; the limit is {max_bytes} (plugins.max_plugin_bytes)",
+            meta.len()
+        );
+    }
+    let stamp = FileStamp::of(file);
+    let mut bytes = Vec::new();
+    // `take` bounds the read even if the file grows after the check.
+    std::fs::File::open(file)
+        .and_then(|f| f.take(max_bytes + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {shown}"))?;
+    if bytes.len() as u64 > max_bytes {
+        bail!("{shown} grew past the limit of {max_bytes} bytes while it was read");
+    }
+    // A file rewritten while it was read is picked up by the next change event.
+    let stamp = stamp
+        .filter(|s| Some(*s) == FileStamp::of(file))
+        .unwrap_or(FileStamp {
+            len: u64::MAX,
+            modified: None,
+        });
+    Ok((bytes, stamp))
+}
+
 /// SHA-256 of `bytes`, hex.
 pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -137,44 +172,54 @@ impl LoadedPlugin {
         stats: Arc<Stats>,
     ) -> anyhow::Result<Self> {
         let file = dir.join(format!("{key}.wasm"));
-        let size = std::fs::metadata(&file)
-            .with_context(|| format!("reading {}", file.display()))?
-            .len();
-        if size > MAX_PLUGIN_BYTES {
-            bail!(
-                "{} is {size} bytes; the limit is {MAX_PLUGIN_BYTES}",
-                file.display()
-            );
-        }
-        let stamp = FileStamp::of(&file);
-        let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-        // A file rewritten while it was read is picked up by the next change event.
-        let stamp = stamp
-            .filter(|s| Some(*s) == FileStamp::of(&file))
-            .unwrap_or(FileStamp {
-                len: u64::MAX,
-                modified: None,
-            });
-        let sidecar = Sidecar::load(&dir.join(format!("{key}.toml")))?;
-        let hash = content_hash(&bytes);
+        let sidecar_file = dir.join(format!("{key}.toml"));
+        let max_bytes = cx.config.max_plugin_bytes;
+        let read_file = file.clone();
+        // Reading (up to hundreds of MiB), hashing and parsing are blocking work: keep them off
+        // the async workers.
+        let (bytes, stamp, hash, sidecar) = tokio::task::spawn_blocking(move || {
+            let (bytes, stamp) = read_plugin(&read_file, max_bytes)?;
+            let sidecar = Sidecar::load(&sidecar_file)?;
+            let hash = content_hash(&bytes);
+            anyhow::Ok((bytes, stamp, hash, sidecar))
+        })
+        .await
+        .context("reading task")??;
+        let limits = sidecar.limits(cx.config);
         let engine = cx.runtime.engine.clone();
         let cache = cx.cache.cloned();
         let hash_for_compile = hash.clone();
+        let shown = show_path(&file);
+        let size = bytes.len();
+        let started = Instant::now();
         // Compiling is CPU-heavy: keep it off the async workers.
         let (component, from_cache) = tokio::task::spawn_blocking(move || match cache {
-            Some(cache) => cache.load_or_compile(&engine, &hash_for_compile, &bytes),
-            None => super::cache::compile(&engine, &bytes).map(|c| (c, false)),
+            Some(cache) => cache.load_or_compile(&engine, &hash_for_compile, &bytes, &shown),
+            None => {
+                tracing::info!(file = %shown, bytes = bytes.len(), "compiling plugin");
+                super::cache::compile(&engine, &bytes).map(|c| (c, false))
+            }
         })
         .await
         .context("compile task")??;
+        if !from_cache {
+            tracing::info!(
+                file = %show_path(&file),
+                bytes = size,
+                seconds = started.elapsed().as_secs_f64(),
+                "plugin compiled"
+            );
+        }
         let pre = cx.runtime.prepare(&component)?;
-        let limits = sidecar.limits(cx.config);
         let probe_env = env(cx, key, key.to_owned(), &sidecar);
         let info = cx
             .runtime
             .describe(&pre, &probe_env, &limits)
             .await
-            .map_err(|f| anyhow::anyhow!("describe {}", f.0))?;
+            .map_err(|f| match f.stderr {
+                Some(stderr) => anyhow::anyhow!("describe {} (stderr: {stderr})", f.reason),
+                None => anyhow::anyhow!("describe {}", f.reason),
+            })?;
         validate(&info, &sidecar)?;
         let label = format!("{}@{}", info.name, info.version);
         let env = env(cx, &info.name, label, &sidecar);
@@ -188,10 +233,7 @@ impl LoadedPlugin {
             limits,
             from_cache,
             gate: Semaphore::new(limits.max_concurrent_calls),
-            pool: sidecar
-                .instances
-                .reuse
-                .then(|| InstancePool::new(sidecar.instances.pool_size.max(1))),
+            pool: sidecar.instances.pool().map(InstancePool::new),
             sidecar,
             pre,
             env,
@@ -251,7 +293,7 @@ impl LoadedPlugin {
                     .record(&Err(format!("{msg_type}: {text}")), false);
                 Err(err)
             }
-            Err(Fault(reason)) => Err(self.report_fault(msg_type, &reason)),
+            Err(fault) => Err(self.report_fault(msg_type, &fault)),
         }
     }
 
@@ -282,8 +324,8 @@ impl LoadedPlugin {
         };
         match result {
             Ok(()) => self.stats.record(&Ok(()), false),
-            Err(Fault(reason)) => {
-                self.report_fault(event, &reason);
+            Err(fault) => {
+                self.report_fault(event, &fault);
             }
         }
     }
@@ -299,12 +341,18 @@ impl LoadedPlugin {
         }
     }
 
-    fn report_fault(&self, what: &str, reason: &str) -> DispatchError {
-        let message = format!("plugin {} {reason} handling {what}", self.label());
-        tracing::error!(plugin = %self.info.name, version = %self.info.version, msg_type = what, "{message}");
+    /// Logs and counts a fault. The operator's log and status get the guest's stderr (its
+    /// panic message); the client gets the reason only.
+    fn report_fault(&self, what: &str, fault: &Fault) -> DispatchError {
+        let message = format!("plugin {} {} handling {what}", self.label(), fault.reason);
+        let detailed = match &fault.stderr {
+            Some(stderr) => format!("{message} (stderr: {stderr})"),
+            None => message.clone(),
+        };
+        tracing::error!(plugin = %self.info.name, version = %self.info.version, msg_type = what, "{detailed}");
         metrics::counter!("switchboard_plugin_faults_total", "plugin" => self.info.name.clone())
             .increment(1);
-        self.stats.record(&Err(message.clone()), true);
+        self.stats.record(&Err(detailed), true);
         DispatchError::Fault(message)
     }
 
@@ -315,7 +363,7 @@ impl LoadedPlugin {
             "version": self.info.version,
             "message_types": self.info.message_types,
             "lifecycle_events": self.info.lifecycle_events,
-            "file": self.file.display().to_string(),
+            "file": show_path(&self.file),
             "hash": self.hash,
             "loaded_at": humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
             "capabilities": {
@@ -390,4 +438,26 @@ fn validate(info: &types::PluginInfo, sidecar: &Sidecar) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_plugin_refuses_large_files_and_symlinks_unread() {
+        let dir = std::env::temp_dir().join(format!("switchboard-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("p.wasm");
+        std::fs::write(&file, vec![0u8; 4096]).unwrap();
+        let (bytes, _) = read_plugin(&file, 4096).unwrap();
+        assert_eq!(bytes.len(), 4096);
+        let e = read_plugin(&file, 4095).unwrap_err().to_string();
+        assert!(e.contains("is 4096 bytes; the limit is 4095"), "{e}");
+        let link = dir.join("l.wasm");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let e = read_plugin(&link, 1 << 20).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

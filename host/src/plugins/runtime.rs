@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Instant};
 
 use wasmtime::{
-    Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline,
+    Engine, Store, Trap, UpdateDeadline,
     component::{HasSelf, Linker, ResourceTable},
 };
 use wasmtime_wasi::WasiCtx;
@@ -14,8 +14,11 @@ use super::{
         Plugin, PluginPre, exports::switchboard::plugin::listener, switchboard::plugin::types,
     },
     engine::{self, EpochTicker},
+    escape::escape_control,
+    limiter::{MemoryBudget, MemoryCapExceeded},
     sidecar::Limits,
     state::{CallState, PluginEnv},
+    stderr::StderrTail,
 };
 use crate::config::PluginsConfig;
 
@@ -26,8 +29,14 @@ struct DeadlineExceeded;
 
 /// A call that did not complete: the guest trapped, timed out or hit a limit.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Fault(pub String);
+#[error("{reason}")]
+pub struct Fault {
+    /// What stopped the call, naming the limit; safe to show to clients.
+    pub reason: String,
+    /// The end of what the guest wrote to stderr (e.g. its panic message): for the operator's
+    /// log and status, not for clients.
+    pub stderr: Option<String>,
+}
 
 /// The engine, the linker with the host imports, and the epoch ticker.
 pub struct Runtime {
@@ -40,7 +49,7 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and links WASI (no preopens, no network) and the plugin imports.
     pub fn new(config: &PluginsConfig) -> anyhow::Result<Self> {
-        let engine = engine::build(config.fuel.is_some(), config.pooling)?;
+        let engine = engine::build(config.pooling)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
@@ -70,29 +79,23 @@ impl Runtime {
         env: &Arc<PluginEnv>,
         limits: &Limits,
         tenant: Option<Arc<str>>,
-    ) -> Store<CallState> {
+    ) -> wasmtime::Result<Store<CallState>> {
+        let stderr = StderrTail::default();
         let state = CallState {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(limits.memory_bytes)
-                .instances(64)
-                .tables(64)
-                .memories(8)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: MemoryBudget::new(limits.memory_bytes),
             deadline: Instant::now() + limits.call_timeout,
             tenant,
             sends: 0,
             env: env.clone(),
+            stderr,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        if let Some(fuel) = limits.fuel {
-            store
-                .set_fuel(fuel)
-                .expect("fuel is enabled on the engine whenever a plugin has a budget");
-        }
+        // Fuel is always on in the engine (a sidecar may ask for it at any time); a plugin
+        // without a budget gets one it cannot spend.
+        store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
         // Check the deadline at every epoch tick; yield to the executor in between so a long
         // call never holds a tokio worker for more than one tick.
         store.set_epoch_deadline(1);
@@ -108,7 +111,7 @@ impl Runtime {
                 ))
             }
         });
-        store
+        Ok(store)
     }
 
     /// An instance for one call: from `pool` when it has one, else fresh. The store is set up
@@ -126,13 +129,12 @@ impl Runtime {
             state.deadline = Instant::now() + limits.call_timeout;
             state.tenant = tenant;
             state.sends = 0;
+            state.stderr.clear();
             store.set_epoch_deadline(1);
-            if let Some(fuel) = limits.fuel {
-                store.set_fuel(fuel)?;
-            }
+            store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
             return Ok((store, plugin));
         }
-        let mut store = self.store(env, limits, tenant);
+        let mut store = self.store(env, limits, tenant)?;
         let plugin = pre.instantiate_async(&mut store).await?;
         Ok((store, plugin))
     }
@@ -144,15 +146,16 @@ impl Runtime {
         env: &Arc<PluginEnv>,
         limits: &Limits,
     ) -> Result<types::PluginInfo, Fault> {
-        let result = async {
+        let stderr = Slot::default();
+        within(limits, &stderr, async {
             let (mut store, plugin) = self.acquire(pre, env, limits, None, None).await?;
+            stderr.set(&store);
             plugin
                 .switchboard_plugin_listener()
                 .call_describe(&mut store)
                 .await
-        }
-        .await;
-        result.map_err(|e| fault(&e, limits))
+        })
+        .await
     }
 
     /// Calls `on-message`, on a pooled instance when the plugin has a pool.
@@ -168,19 +171,22 @@ impl Runtime {
         content: &str,
     ) -> Result<Result<(), types::Error>, Fault> {
         let tenant = from.tenant_id.as_deref().map(Arc::from);
-        let (mut store, plugin) = self
-            .acquire(pre, env, limits, tenant, pool)
-            .await
-            .map_err(|e| fault(&e, limits))?;
-        let result = plugin
-            .switchboard_plugin_listener()
-            .call_on_message(&mut store, from, msg_type, content)
-            .await;
-        // An instance that trapped may be in any state: only clean ones go back.
-        if let (Ok(_), Some(pool)) = (&result, pool) {
-            pool.put(store, plugin);
-        }
-        result.map_err(|e| fault(&e, limits))
+        let stderr = Slot::default();
+        within(limits, &stderr, async {
+            let (mut store, plugin) = self.acquire(pre, env, limits, tenant, pool).await?;
+            stderr.set(&store);
+            let result = plugin
+                .switchboard_plugin_listener()
+                .call_on_message(&mut store, from, msg_type, content)
+                .await?;
+            // An instance that trapped or timed out may be in any state: only clean ones go
+            // back (on a fault, `?` above or the timeout drops the store).
+            if let Some(pool) = pool {
+                pool.put(store, plugin);
+            }
+            Ok(result)
+        })
+        .await
     }
 
     /// Calls `on-connect` (`connected`) or `on-disconnect`, pooled like `on_message`.
@@ -194,20 +200,52 @@ impl Runtime {
         connected: bool,
     ) -> Result<(), Fault> {
         let tenant = session.tenant_id.as_deref().map(Arc::from);
-        let (mut store, plugin) = self
-            .acquire(pre, env, limits, tenant, pool)
-            .await
-            .map_err(|e| fault(&e, limits))?;
-        let listener: &listener::Guest = plugin.switchboard_plugin_listener();
-        let result = if connected {
-            listener.call_on_connect(&mut store, session).await
-        } else {
-            listener.call_on_disconnect(&mut store, session).await
-        };
-        if let (Ok(()), Some(pool)) = (&result, pool) {
-            pool.put(store, plugin);
-        }
-        result.map_err(|e| fault(&e, limits))
+        let stderr = Slot::default();
+        within(limits, &stderr, async {
+            let (mut store, plugin) = self.acquire(pre, env, limits, tenant, pool).await?;
+            stderr.set(&store);
+            let listener: &listener::Guest = plugin.switchboard_plugin_listener();
+            if connected {
+                listener.call_on_connect(&mut store, session).await?;
+            } else {
+                listener.call_on_disconnect(&mut store, session).await?;
+            }
+            if let Some(pool) = pool {
+                pool.put(store, plugin);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Where a call's stderr goes, known once its instance exists; read after a fault.
+#[derive(Default)]
+struct Slot(parking_lot::Mutex<Option<StderrTail>>);
+
+impl Slot {
+    fn set(&self, store: &Store<CallState>) {
+        *self.0.lock() = Some(store.data().stderr.clone());
+    }
+
+    fn summary(&self) -> Option<String> {
+        self.0.lock().as_ref()?.summary()
+    }
+}
+
+/// Runs one call into a plugin (instantiation included) with a wall-clock deadline of the
+/// plugin's `call_timeout`. Epoch interruption stops a guest that runs wasm past its deadline,
+/// but not one waiting inside a host call (a WASI clock or poll): the timeout drops the call's
+/// future, which cancels the call and drops its store, whatever the guest waits on.
+async fn within<T>(
+    limits: &Limits,
+    stderr: &Slot,
+    call: impl Future<Output = wasmtime::Result<T>>,
+) -> Result<T, Fault> {
+    match tokio::time::timeout(limits.call_timeout, call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(fault(&e, limits, stderr.summary())),
+        Err(_elapsed) => Err(time_limit(limits)),
     }
 }
 
@@ -241,31 +279,46 @@ impl InstancePool {
     }
 }
 
-/// A one-line reason for a failed call, naming the limit that stopped it.
-fn fault(error: &wasmtime::Error, limits: &Limits) -> Fault {
+fn time_limit(limits: &Limits) -> Fault {
+    Fault {
+        reason: format!("exceeded its time limit of {:?}", limits.call_timeout),
+        stderr: None,
+    }
+}
+
+/// A one-line reason for a failed call, naming the limit that stopped it, with the end of the
+/// guest's stderr (a panic message) when it wrote any.
+fn fault(error: &wasmtime::Error, limits: &Limits, stderr: Option<String>) -> Fault {
+    let reason = |reason: String| Fault {
+        reason,
+        stderr: stderr.clone(),
+    };
     if error.downcast_ref::<DeadlineExceeded>().is_some() {
-        return Fault(format!(
-            "exceeded its time limit of {:?}",
-            limits.call_timeout
-        ));
+        return time_limit(limits);
     }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => return Fault("ran out of fuel".into()),
-        Some(Trap::UnreachableCodeReached) => {
-            return Fault("trapped: unreachable (a panic or abort in the plugin)".into());
-        }
-        Some(trap) => return Fault(format!("trapped: {trap}")),
-        None => {}
-    }
-    let text = format!("{error:#}");
-    if text.contains("growing memory") || text.contains("memory") && text.contains("limit") {
-        return Fault(format!(
+    if error.downcast_ref::<MemoryCapExceeded>().is_some() {
+        return reason(format!(
             "exceeded its memory limit of {} MiB",
             limits.memory_bytes >> 20
         ));
     }
-    Fault(format!(
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => return reason("ran out of fuel".into()),
+        Some(Trap::UnreachableCodeReached) => {
+            return reason("trapped: unreachable (a panic or abort in the plugin)".into());
+        }
+        Some(trap) => return reason(format!("trapped: {trap}")),
+        None => {}
+    }
+    let text = format!("{error:#}");
+    if text.contains("growing memory") || text.contains("memory") && text.contains("limit") {
+        return reason(format!(
+            "exceeded its memory limit of {} MiB",
+            limits.memory_bytes >> 20
+        ));
+    }
+    reason(format!(
         "failed: {}",
-        text.lines().next().unwrap_or("unknown error")
+        escape_control(text.lines().next().unwrap_or("unknown error"))
     ))
 }

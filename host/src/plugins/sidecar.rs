@@ -19,9 +19,13 @@
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use anyhow::Context as _;
+use anyhow::bail;
 use serde::Deserialize;
 
+use super::{
+    escape::{escape_control, show_path},
+    ranges,
+};
 use crate::config::PluginsConfig;
 
 /// A plugin's sidecar file.
@@ -41,22 +45,24 @@ pub struct Sidecar {
 }
 
 /// How a plugin's calls get instances.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Instances {
     /// Reuse instances between calls (fast for plugins with a costly start, e.g. JS and
     /// Python). Off by default: a fresh instance per call shares no memory between calls.
     pub reuse: bool,
-    /// Idle instances kept when `reuse` is on.
-    pub pool_size: usize,
+    /// Idle instances kept when `reuse` is on; default [`DEFAULT_POOL_SIZE`].
+    pub pool_size: Option<usize>,
 }
 
-impl Default for Instances {
-    fn default() -> Self {
-        Self {
-            reuse: false,
-            pool_size: 8,
-        }
+/// Idle instances kept by default when `reuse` is on.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+impl Instances {
+    /// The pool to keep, if instances are reused.
+    pub fn pool(&self) -> Option<usize> {
+        self.reuse
+            .then(|| self.pool_size.unwrap_or(DEFAULT_POOL_SIZE))
     }
 }
 
@@ -98,25 +104,101 @@ pub struct Limits {
 }
 
 impl Sidecar {
-    /// Reads `path` if it exists; a missing sidecar is the empty one.
+    /// Reads `path` if it exists; a missing sidecar is the empty one. A symbolic link is
+    /// refused, and errors never quote the file's text (only line, column and what is wrong).
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                toml::from_str(&text).with_context(|| format!("sidecar {}", path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
-            Err(e) => Err(e).with_context(|| format!("reading sidecar {}", path.display())),
+        let shown = show_path(path);
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => bail!("reading sidecar {shown}: {e}"),
+            Ok(meta) if meta.file_type().is_symlink() => bail!(
+                "sidecar {shown} is a symbolic link: put a regular file in the plugins folder"
+            ),
+            Ok(meta) if !meta.is_file() => bail!("sidecar {shown} is not a regular file"),
+            Ok(meta) if meta.len() > MAX_SIDECAR_BYTES => bail!(
+                "sidecar {shown} is {} bytes: the limit is {MAX_SIDECAR_BYTES}",
+                meta.len()
+            ),
+            Ok(_) => {}
         }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading sidecar {shown}: {e}"))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("sidecar {shown}: {e}"))
     }
 
-    /// The limits for this plugin: the sidecar's where set, else the host's.
+    /// Parses and range-checks a sidecar's text. Errors say where (line, column, key) and what
+    /// to change, without quoting the text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let sidecar: Self = toml::from_str(text).map_err(|e| {
+            let message = e.message().trim_end();
+            let at = match e.span() {
+                Some(span) => {
+                    let start = floor_char_boundary(text, span.start);
+                    let before = &text[..start];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.chars().rev().take_while(|&c| c != '\n').count() + 1;
+                    let key = key_at(text, start).map_or(String::new(), |k| format!(", {k}"));
+                    format!("line {line}, column {column}{key}: ")
+                }
+                None => String::new(),
+            };
+            anyhow::anyhow!("{at}{}{}", escape_control(message), hint(message))
+        })?;
+        sidecar.check()?;
+        Ok(sidecar)
+    }
+
+    /// Every limit in its range (see [`ranges`]).
+    fn check(&self) -> anyhow::Result<()> {
+        let l = &self.limits;
+        let place = "[limits] ";
+        for (bounds, value) in [
+            (&ranges::CALL_TIMEOUT_MS, l.call_timeout_ms),
+            (&ranges::MEMORY_LIMIT_MB, l.memory_limit_mb),
+            (&ranges::FUEL, l.fuel),
+            (
+                &ranges::MAX_CONCURRENT_CALLS,
+                l.max_concurrent_calls.map(|n| n as u64),
+            ),
+        ] {
+            if let Some(value) = value {
+                bounds.check(place, value)?;
+            }
+        }
+        if let Some(size) = self.instances.pool_size {
+            ranges::POOL_SIZE.check("[instances] ", size as u64)?;
+        }
+        if let Some(types) = &self.message_types {
+            if types.is_empty() {
+                bail!(
+                    "message_types = [] allows no type, so the plugin could never load: list \
+                     the types it may claim, or remove the key to allow any"
+                );
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(twice) = types.iter().find(|t| !seen.insert(*t)) {
+                bail!(
+                    "message_types lists {:?} twice: list each type once",
+                    escape_control(twice)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The limits for this plugin: the sidecar's where set, else the host's. Both are
+    /// range-checked when read, so the conversions cannot overflow.
     pub fn limits(&self, host: &PluginsConfig) -> Limits {
         let l = &self.limits;
+        let mb = l.memory_limit_mb.unwrap_or(host.memory_limit_mb);
         Limits {
             call_timeout: Duration::from_millis(
                 l.call_timeout_ms.unwrap_or(host.call_timeout_ms).max(1),
             ),
-            memory_bytes: (l.memory_limit_mb.unwrap_or(host.memory_limit_mb).max(1) as usize) << 20,
+            memory_bytes: usize::try_from(mb.max(1))
+                .ok()
+                .and_then(|mb| mb.checked_mul(1 << 20))
+                .unwrap_or(usize::MAX),
             fuel: l.fuel.or(host.fuel),
             max_concurrent_calls: l
                 .max_concurrent_calls
@@ -125,6 +207,64 @@ impl Sidecar {
         }
     }
 }
+
+/// The largest char boundary at or before `at`.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The key (with its `[table]`) on the line holding byte `at`, for an error message. Only
+/// plain key names are shown, so an error never quotes other text of the file.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let plain = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty()
+            && s.len() <= 64
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+        .then(|| s.to_owned())
+    };
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    if line.trim_start().starts_with('[') {
+        return None;
+    }
+    let key = plain(line.split_once('=')?.0)?;
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .and_then(|l| plain(l.trim_start_matches('[').split(']').next()?));
+    Some(match table {
+        Some(table) => format!("[{table}] {key}"),
+        None => key,
+    })
+}
+
+/// How to fix the common mistakes serde reports.
+fn hint(message: &str) -> &'static str {
+    if message.contains("expected u64") || message.contains("expected usize") {
+        ": write a whole number without quotes"
+    } else if message.contains("expected a boolean") {
+        ": write true or false without quotes"
+    } else if message.contains("expected a string") {
+        ": put the value in double quotes"
+    } else if message.contains("expected a sequence") {
+        ": write a list, e.g. [\"chat\"]"
+    } else if message.contains("duplicate key") {
+        ": each key and table may appear once; remove the repeat"
+    } else {
+        ""
+    }
+}
+
+/// Largest sidecar read: a sidecar is a few lines.
+const MAX_SIDECAR_BYTES: u64 = 64 << 10;
 
 #[cfg(test)]
 mod tests {

@@ -4,10 +4,10 @@
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use parking_lot::Mutex;
-use wasmtime::{StoreLimits, component::ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::sidecar::Capabilities;
+use super::{limiter::MemoryBudget, sidecar::Capabilities, stderr::StderrTail};
 use crate::{delivery::Hub, transport::rate::TokenBucket};
 
 /// What the host imports of one plugin can reach. Shared by every call of that plugin.
@@ -32,7 +32,8 @@ pub struct PluginEnv {
 pub struct CallState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
-    pub(super) limits: StoreLimits,
+    /// The memory cap, across all the instance's memories.
+    pub(super) limits: MemoryBudget,
     /// When the call must have finished; checked at every epoch tick.
     pub(super) deadline: Instant,
     /// Tenant of the session being handled: the scope of `sender.send` and `presence`.
@@ -40,6 +41,8 @@ pub struct CallState {
     /// Sends made so far in this call.
     pub(super) sends: u32,
     pub(super) env: Arc<PluginEnv>,
+    /// The end of what the guest wrote to stderr, quoted in fault reports.
+    pub(super) stderr: StderrTail,
 }
 
 impl WasiView for CallState {
