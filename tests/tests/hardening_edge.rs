@@ -462,6 +462,7 @@ async fn json_nested_past_the_cap_is_refused() {
     let r = reqwest::Client::new()
         .post(format!("http://{}/api/v1/messages", host.addr))
         .bearer_auth(API_KEY)
+        .header("content-type", "application/json")
         .body(format!(r#"{{"to":{{"everyone":true}},"type":"x","content":{}}}"#, deep(1000)))
         .send()
         .await
