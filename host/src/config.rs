@@ -132,15 +132,40 @@ impl ServerConfig {
     /// Range checks of the limits that protect the listening socket.
     fn validate_edge(&self) -> anyhow::Result<()> {
         let ranges: [(&str, u64, u64, u64); 9] = [
-            ("handshakes_per_source_per_sec", self.handshakes_per_source_per_sec.into(), 1, 1_000_000),
-            ("handshakes_per_source_burst", self.handshakes_per_source_burst.into(), 1, 1_000_000),
+            (
+                "handshakes_per_source_per_sec",
+                self.handshakes_per_source_per_sec.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "handshakes_per_source_burst",
+                self.handshakes_per_source_burst.into(),
+                1,
+                1_000_000,
+            ),
             ("header_timeout_secs", self.header_timeout_secs, 1, 300),
             ("body_timeout_secs", self.body_timeout_secs, 1, 300),
             // hyper refuses a read buffer under 8 KiB.
-            ("max_header_bytes", self.max_header_bytes as u64, 8192, 1 << 20),
+            (
+                "max_header_bytes",
+                self.max_header_bytes as u64,
+                8192,
+                1 << 20,
+            ),
             ("max_push_bytes", self.max_push_bytes as u64, 1024, 64 << 20),
-            ("max_pending_connections", self.max_pending_connections as u64, 1, 1_000_000),
-            ("max_open_connections", self.max_open_connections as u64, 0, 10_000_000),
+            (
+                "max_pending_connections",
+                self.max_pending_connections as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "max_open_connections",
+                self.max_open_connections as u64,
+                0,
+                10_000_000,
+            ),
             ("max_json_depth", self.max_json_depth as u64, 1, 1024),
         ];
         for (key, value, min, max) in ranges {
