@@ -119,7 +119,7 @@ impl Default for ServerConfig {
             body_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             max_push_bytes: 1024 * 1024,
-            max_pending_connections: 1024,
+            max_pending_connections: 512,
             max_open_connections: 0,
             max_json_depth: 64,
             dev_tokens: false,
@@ -594,5 +594,27 @@ mod tests {
     fn zero_limits_are_rejected() {
         assert!(Config::parse("[server]\noutbound_queue = 0\n", []).is_err());
         assert!(Config::parse("[[endpoints]]\npath = \"ws\"\n", []).is_err());
+    }
+
+    #[test]
+    fn edge_limits_are_range_checked_with_the_key_and_the_fix() {
+        for (text, key) in [
+            (
+                "[server]\nheader_timeout_secs = 0",
+                "server.header_timeout_secs",
+            ),
+            (
+                "[server]\nmax_header_bytes = 100",
+                "server.max_header_bytes",
+            ),
+            ("[server]\nmax_json_depth = 5000", "server.max_json_depth"),
+            (
+                "[server]\nmax_open_connections = 100",
+                "server.max_open_connections",
+            ),
+        ] {
+            let err = format!("{:#}", Config::parse(text, []).unwrap_err());
+            assert!(err.contains(key) && err.contains("set it"), "{text}: {err}");
+        }
     }
 }
