@@ -544,7 +544,8 @@ mod tests {
     #[test]
     fn different_tokens_in_one_request_are_ambiguous() {
         let none = HeaderMap::new();
-        let ambiguous = |q: &str, h: &HeaderMap| matches!(find_token(Some(q), h), Err(AuthError::Ambiguous));
+        let ambiguous =
+            |q: &str, h: &HeaderMap| matches!(find_token(Some(q), h), Err(AuthError::Ambiguous));
         assert!(ambiguous("token=a&token=b", &none));
         assert!(ambiguous("token=a&Authorization=Bearer%20b", &none));
         let mut h = HeaderMap::new();

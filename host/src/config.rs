@@ -149,7 +149,7 @@ impl Default for ServerConfig {
             body_timeout_secs: 10,
             max_header_bytes: 16 * 1024,
             max_push_bytes: 1024 * 1024,
-            max_pending_connections: 1024,
+            max_pending_connections: 512,
             max_open_connections: 0,
             max_json_depth: 64,
             dev_tokens: false,
@@ -162,15 +162,40 @@ impl ServerConfig {
     /// Range checks of the limits that protect the listening socket.
     fn validate_edge(&self) -> anyhow::Result<()> {
         let ranges: [(&str, u64, u64, u64); 9] = [
-            ("handshakes_per_source_per_sec", self.handshakes_per_source_per_sec.into(), 1, 1_000_000),
-            ("handshakes_per_source_burst", self.handshakes_per_source_burst.into(), 1, 1_000_000),
+            (
+                "handshakes_per_source_per_sec",
+                self.handshakes_per_source_per_sec.into(),
+                1,
+                1_000_000,
+            ),
+            (
+                "handshakes_per_source_burst",
+                self.handshakes_per_source_burst.into(),
+                1,
+                1_000_000,
+            ),
             ("header_timeout_secs", self.header_timeout_secs, 1, 300),
             ("body_timeout_secs", self.body_timeout_secs, 1, 300),
             // hyper refuses a read buffer under 8 KiB.
-            ("max_header_bytes", self.max_header_bytes as u64, 8192, 1 << 20),
+            (
+                "max_header_bytes",
+                self.max_header_bytes as u64,
+                8192,
+                1 << 20,
+            ),
             ("max_push_bytes", self.max_push_bytes as u64, 1024, 64 << 20),
-            ("max_pending_connections", self.max_pending_connections as u64, 1, 1_000_000),
-            ("max_open_connections", self.max_open_connections as u64, 0, 10_000_000),
+            (
+                "max_pending_connections",
+                self.max_pending_connections as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "max_open_connections",
+                self.max_open_connections as u64,
+                0,
+                10_000_000,
+            ),
             ("max_json_depth", self.max_json_depth as u64, 1, 1024),
         ];
         for (key, value, min, max) in ranges {
@@ -651,5 +676,27 @@ mod tests {
     fn zero_limits_are_rejected() {
         assert!(Config::parse("[server]\noutbound_queue = 0\n", []).is_err());
         assert!(Config::parse("[[endpoints]]\npath = \"ws\"\n", []).is_err());
+    }
+
+    #[test]
+    fn edge_limits_are_range_checked_with_the_key_and_the_fix() {
+        for (text, key) in [
+            (
+                "[server]\nheader_timeout_secs = 0",
+                "server.header_timeout_secs",
+            ),
+            (
+                "[server]\nmax_header_bytes = 100",
+                "server.max_header_bytes",
+            ),
+            ("[server]\nmax_json_depth = 5000", "server.max_json_depth"),
+            (
+                "[server]\nmax_open_connections = 100",
+                "server.max_open_connections",
+            ),
+        ] {
+            let err = format!("{:#}", Config::parse(text, []).unwrap_err());
+            assert!(err.contains(key) && err.contains("set it"), "{text}: {err}");
+        }
     }
 }

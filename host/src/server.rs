@@ -157,10 +157,8 @@ pub async fn run(
     // installed at that moment.
     let metrics = metrics_handle();
     crate::telemetry::describe();
-    let limits = crate::accept::Limits::new(
-        &config.server,
-        crate::accept::raise_open_file_limit(),
-    )?;
+    let limits =
+        crate::accept::Limits::new(&config.server, crate::accept::raise_open_file_limit())?;
     let config = Arc::new(config);
     let auth = Arc::new(Authenticator::new(&config.auth).context("auth config")?);
     let node_id = node_id(&config);

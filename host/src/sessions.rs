@@ -243,10 +243,7 @@ impl Registry {
         let key = session.user_key();
         let mut index = self.index.write();
         let user_sessions = index.by_user.entry(key.clone()).or_default();
-        let kept = user_sessions
-            .iter()
-            .filter(|s| !replaces(s))
-            .count();
+        let kept = user_sessions.iter().filter(|s| !replaces(s)).count();
         if kept >= self.max_per_user {
             if user_sessions.is_empty() {
                 index.by_user.remove(&key);

@@ -97,7 +97,13 @@ async fn connect_disconnect_cycles_return_to_baseline() {
     let cycles: usize = if full() { 50_000 } else { 5_000 };
     let node = Node::start_local(
         &["echo"],
-        &[("SWITCHBOARD_SERVER__HANDSHAKES_PER_SEC", "100000")],
+        &[
+            ("SWITCHBOARD_SERVER__HANDSHAKES_PER_SEC", "100000"),
+            (
+                "SWITCHBOARD_SERVER__HANDSHAKES_PER_SOURCE_PER_SEC",
+                "100000",
+            ),
+        ],
     )
     .await;
     let url = format!("ws://{}/ws", node.addr);

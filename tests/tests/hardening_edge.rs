@@ -93,17 +93,13 @@ async fn half_sent_handshakes_are_closed_after_the_header_timeout() {
         let mut tcp = TcpStream::connect(host.addr).await.unwrap();
         // Half send a head, the other half nothing at all.
         if i % 2 == 0 {
-            let head = format!("GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n");
+            let head =
+                format!("GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n");
             tcp.write_all(head.as_bytes()).await.unwrap();
         }
         sockets.push(tcp);
     }
-    let closed = join_all(
-        sockets
-            .iter_mut()
-            .map(|tcp| closed_within(tcp, PATIENCE)),
-    )
-    .await;
+    let closed = join_all(sockets.iter_mut().map(|tcp| closed_within(tcp, PATIENCE))).await;
     let open = closed.iter().filter(|c| !**c).count();
     assert_eq!(open, 0, "{open} of 200 half-sent handshakes still open");
     assert_eq!(host.get("/healthz").await.0, 200);
@@ -173,7 +169,10 @@ async fn with_the_pending_cap_full_health_checks_and_clients_are_served() {
 }
 
 /// A `switchboard serve` process under `ulimit -n files`; its address.
-fn spawn_with_open_file_limit(files: u32, dir: &std::path::Path) -> (std::process::Child, SocketAddr) {
+fn spawn_with_open_file_limit(
+    files: u32,
+    dir: &std::path::Path,
+) -> (std::process::Child, SocketAddr) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -184,7 +183,10 @@ fn spawn_with_open_file_limit(files: u32, dir: &std::path::Path) -> (std::proces
         .arg(format!("ulimit -n {files} && exec \"$0\" serve"))
         .arg(switchboard_tests::cluster::host_binary())
         .env("SWITCHBOARD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("SWITCHBOARD_AUTH__JWT_SECRET", switchboard_tests::host::SECRET)
+        .env(
+            "SWITCHBOARD_AUTH__JWT_SECRET",
+            switchboard_tests::host::SECRET,
+        )
         .env("SWITCHBOARD_PLUGINS__DIR", dir)
         .env("SWITCHBOARD_LOG", "error")
         .stdout(std::process::Stdio::null())
@@ -213,7 +215,10 @@ async fn idle_sockets_beyond_the_open_file_limit_never_block_health_checks() {
         }
     }
     let answered = tokio::time::timeout(PATIENCE, http.get(&healthz).send()).await;
-    let status = answered.ok().and_then(|r| r.ok()).map(|r| r.status().as_u16());
+    let status = answered
+        .ok()
+        .and_then(|r| r.ok())
+        .map(|r| r.status().as_u16());
     let token = switchboard_tests::host::token(switchboard_tests::host::SECRET, "1", 1, None, 60);
     let ws = tokio::time::timeout(
         PATIENCE,
@@ -265,7 +270,12 @@ async fn token_less_floods_do_not_spend_the_node_handshake_budget() {
 }
 
 /// `POST /api/v1/dispatch[?session_id=]` with `user`'s token.
-async fn dispatch(host: &TestHost, token: &str, session: Option<&str>, body: Value) -> (u16, Value) {
+async fn dispatch(
+    host: &TestHost,
+    token: &str,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
     let mut url = format!("http://{}/api/v1/dispatch", host.addr);
     if let Some(id) = session {
         url.push_str(&format!("?session_id={id}"));
@@ -291,27 +301,40 @@ async fn dispatch_bursts_over_the_message_rate_get_429() {
     let token = host.token("u1", 1, None);
     let mut statuses = Vec::new();
     for i in 0..20 {
-        let (status, body) = dispatch(&host, &token, None, json!({"type": "echo", "content": i})).await;
+        let (status, body) =
+            dispatch(&host, &token, None, json!({"type": "echo", "content": i})).await;
         if status == 429 {
             assert_eq!(body["code"], "rate_limited");
         }
         statuses.push(status);
     }
     assert!(statuses[..5].iter().all(|s| *s == 202), "{statuses:?}");
-    assert!(statuses[5..].iter().filter(|s| **s == 429).count() >= 13, "{statuses:?}");
+    assert!(
+        statuses[5..].iter().filter(|s| **s == 429).count() >= 13,
+        "{statuses:?}"
+    );
     // Into a WebSocket session: the session's budget, shared with its frames.
     let mut c = host.connect("u2", 1, None).await;
     let token = host.token("u2", 1, None);
     let id = c.session_id().to_owned();
     let mut limited = 0;
     for i in 0..20 {
-        let (status, _) = dispatch(&host, &token, Some(&id), json!({"type": "echo", "content": i})).await;
+        let (status, _) = dispatch(
+            &host,
+            &token,
+            Some(&id),
+            json!({"type": "echo", "content": i}),
+        )
+        .await;
         limited += usize::from(status == 429);
     }
     assert!(limited >= 13, "{limited} of 20 limited");
     c.send("echo", json!("x")).await;
     let v = c.next_json().await;
-    assert!(v["type"] == "echo" || v["content"]["code"] == "rate_limited", "{v}");
+    assert!(
+        v["type"] == "echo" || v["content"]["code"] == "rate_limited",
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -334,7 +357,10 @@ async fn dispatches_of_one_session_run_in_order_with_its_frames() {
     .await;
     assert_eq!(status, 202, "{body}");
     let first = c.next_json().await;
-    assert_eq!(first["type"], "error", "the loop's fault comes first: {first}");
+    assert_eq!(
+        first["type"], "error",
+        "the loop's fault comes first: {first}"
+    );
     assert_eq!(first["content"]["code"], "listener_fault");
     assert_eq!(c.expect("echo").await, json!("second"));
 }
@@ -350,7 +376,10 @@ async fn a_session_on_another_node_or_of_another_user_is_unknown_here() {
         json!({"type": "echo"}),
     )
     .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_session")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("unknown_session"))
+    );
     let (status, body) = dispatch(
         &host,
         &host.token("u1", 1, None),
@@ -358,7 +387,10 @@ async fn a_session_on_another_node_or_of_another_user_is_unknown_here() {
         json!({"type": "echo"}),
     )
     .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("unknown_session")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("unknown_session"))
+    );
 }
 
 #[tokio::test]
@@ -426,7 +458,10 @@ async fn pongs_and_binary_frames_count_against_the_message_rate() {
         c.server.messages_burst = 3;
     })
     .await;
-    for message in [Message::Pong(Default::default()), Message::binary(vec![1u8])] {
+    for message in [
+        Message::Pong(Default::default()),
+        Message::binary(vec![1u8]),
+    ] {
         let mut c = host.connect("1", 1, None).await;
         for _ in 0..20 {
             if c.send_message(message.clone()).await.is_err() {
@@ -445,10 +480,17 @@ async fn json_nested_past_the_cap_is_refused() {
     c.send_text(&format!(r#"{{"type":"echo","content":{}}}"#, deep(30_000)))
         .await;
     let v = c.next_json().await;
-    assert_eq!((v["type"].as_str(), v["content"]["code"].as_str()), (Some("error"), Some("too_deep")), "{v}");
+    assert_eq!(
+        (v["type"].as_str(), v["content"]["code"].as_str()),
+        (Some("error"), Some("too_deep")),
+        "{v}"
+    );
     c.send_text(&format!(r#"{{"type":"echo","content":{}}}"#, deep(32)))
         .await;
-    assert_eq!(c.expect("echo").await, serde_json::from_str::<Value>(&deep(32)).unwrap());
+    assert_eq!(
+        c.expect("echo").await,
+        serde_json::from_str::<Value>(&deep(32)).unwrap()
+    );
     // As text: serde_json's own nesting limit would stop the test client.
     let r = reqwest::Client::new()
         .post(format!("http://{}/api/v1/dispatch", host.addr))
@@ -462,7 +504,11 @@ async fn json_nested_past_the_cap_is_refused() {
     let r = reqwest::Client::new()
         .post(format!("http://{}/api/v1/messages", host.addr))
         .bearer_auth(API_KEY)
-        .body(format!(r#"{{"to":{{"everyone":true}},"type":"x","content":{}}}"#, deep(1000)))
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"to":{{"everyone":true}},"type":"x","content":{}}}"#,
+            deep(1000)
+        ))
         .send()
         .await
         .unwrap();
@@ -476,7 +522,10 @@ async fn different_tokens_in_one_request_are_refused() {
     let (a, b) = (host.token("a", 1, None), host.token("b", 1, None));
     for (query, headers) in [
         (format!("token={a}&token={b}"), vec![]),
-        (format!("token={a}"), vec![("authorization", format!("Bearer {b}"))]),
+        (
+            format!("token={a}"),
+            vec![("authorization", format!("Bearer {b}"))],
+        ),
         (format!("token={a}&Authorization=Bearer%20{b}"), vec![]),
     ] {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -511,7 +560,9 @@ async fn the_demo_page_is_served_only_with_dev_tokens_and_never_framed() {
     assert_eq!(r.status().as_u16(), 404);
     let on = TestHost::start_with(&[], |c| c.server.dev_tokens = true).await;
     for path in ["/", "/app.js", "/style.css"] {
-        let r = reqwest::get(format!("http://{}{path}", on.addr)).await.unwrap();
+        let r = reqwest::get(format!("http://{}{path}", on.addr))
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "{path}");
         let h = r.headers();
         assert_eq!(h["x-frame-options"], "DENY", "{path}");
@@ -531,7 +582,11 @@ async fn sse_connections_leave_the_gauge_at_zero() {
         .unwrap();
     for i in 0..6 {
         // Every other client leaves while its `on-connect` still runs.
-        let user = if i % 2 == 0 { "loop-on-connect" } else { "plain" };
+        let user = if i % 2 == 0 {
+            "loop-on-connect"
+        } else {
+            "plain"
+        };
         let token = host.token(user, 1, None);
         let url = format!("http://{}/resource/sse?token={token}", host.addr);
         let _ = quick.get(url).send().await;
@@ -562,8 +617,14 @@ async fn a_fresh_host_describes_every_metric() {
         "switchboard_broker_up",
         "switchboard_plugin_reloads_total",
     ] {
-        assert!(page.contains(&format!("# HELP {name} ")), "no HELP for {name}:\n{page}");
-        assert!(page.contains(&format!("# TYPE {name} ")), "no TYPE for {name}:\n{page}");
+        assert!(
+            page.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{page}"
+        );
+        assert!(
+            page.contains(&format!("# TYPE {name} ")),
+            "no TYPE for {name}:\n{page}"
+        );
     }
     assert_eq!(metric(&page, "switchboard_broker_up"), Some(1.0));
 }

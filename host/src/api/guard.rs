@@ -119,7 +119,8 @@ pub async fn read_body(
             .into_response();
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 fn refuse_size(code: &'static str, limit: usize) -> ApiError {
