@@ -388,8 +388,8 @@ async fn a_guest_panic_message_reaches_the_operator_not_the_client() {
 }
 
 #[tokio::test]
-async fn symlinks_and_odd_file_names_are_refused_or_escaped() {
-    let node = Node::start_local(&["echo"], &[]).await;
+async fn symlinks_odd_file_names_and_plugin_log_lines_cannot_forge_host_lines() {
+    let node = Node::start_local(&["echo", "targets"], &[]).await;
     let dir = node.plugins_dir();
     // A symlinked plugin is refused; the file it points to is never read as a plugin.
     std::os::unix::fs::symlink(dir.join("echo.wasm"), dir.join("linked.wasm")).unwrap();
@@ -424,6 +424,24 @@ async fn symlinks_and_odd_file_names_are_refused_or_escaped() {
     let mut c = node.connect("e", 1, None).await;
     c.send("echo", json!(1)).await;
     assert_eq!(c.expect("echo").await, json!(1));
+    // A plugin's log message with a newline stays on its own line, escaped.
+    let forged = "hello\n2026-12-01T00:00:00Z ERROR forged by a plugin";
+    c.send("log", json!({"lines": 0, "text": forged})).await;
+    c.expect("logged").await;
+    let log = eventually(PATIENCE, "the plugin's line in the log", async || {
+        let log = node.log();
+        log.contains("forged by a plugin").then_some(log)
+    })
+    .await;
+    assert!(
+        log.contains("hello\\n2026-12-01T00:00:00Z ERROR forged by a plugin"),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("2026-12-01T00:00:00Z ERROR forged by")),
+        "{log}"
+    );
 }
 
 #[tokio::test]

@@ -248,7 +248,22 @@ fn key_at(text: &str, at: usize) -> Option<String> {
 
 /// How to fix the common mistakes serde reports.
 fn hint(message: &str) -> &'static str {
-    if message.contains("expected u64") || message.contains("expected usize") {
+    const LIMITS: [&str; 4] = [
+        "`call_timeout_ms`",
+        "`memory_limit_mb`",
+        "`fuel`",
+        "`max_concurrent_calls`",
+    ];
+    let unknown = message
+        .strip_prefix("unknown field ")
+        .and_then(|rest| rest.split(',').next());
+    if unknown.is_some_and(|field| LIMITS.contains(&field)) {
+        ": limits go under [limits]"
+    } else if unknown.is_some_and(|field| matches!(field, "`reuse`" | "`pool_size`")) {
+        ": these go under [instances]"
+    } else if unknown.is_some_and(|field| matches!(field, "`broadcast`" | "`cross_tenant`")) {
+        ": capabilities go under [capabilities]"
+    } else if message.contains("expected u64") || message.contains("expected usize") {
         ": write a whole number without quotes"
     } else if message.contains("expected a boolean") {
         ": write true or false without quotes"

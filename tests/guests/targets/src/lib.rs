@@ -102,6 +102,9 @@ struct Presence {
 struct LogLines {
     /// How many lines to write.
     lines: u32,
+    /// Written once more as it is, if given (e.g. with newlines, to try to forge host lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    text: Option<String>,
 }
 
 /// The test listener.
@@ -154,6 +157,9 @@ impl Listener for Targets {
                 let req: LogLines = content.parse()?;
                 for i in 0..req.lines {
                     ctx.warn(&format!("flood {i}"));
+                }
+                if let Some(text) = &req.text {
+                    ctx.warn(text);
                 }
                 ctx.reply("logged", &req)
             }
