@@ -11,7 +11,7 @@ mod env;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 pub use self::{
@@ -155,64 +155,6 @@ impl Default for ServerConfig {
             dev_tokens: false,
             log_format: LogFormat::Text,
         }
-    }
-}
-
-impl ServerConfig {
-    /// Range checks of the limits that protect the listening socket.
-    fn validate_edge(&self) -> anyhow::Result<()> {
-        let ranges: [(&str, u64, u64, u64); 9] = [
-            (
-                "handshakes_per_source_per_sec",
-                self.handshakes_per_source_per_sec.into(),
-                1,
-                1_000_000,
-            ),
-            (
-                "handshakes_per_source_burst",
-                self.handshakes_per_source_burst.into(),
-                1,
-                1_000_000,
-            ),
-            ("header_timeout_secs", self.header_timeout_secs, 1, 300),
-            ("body_timeout_secs", self.body_timeout_secs, 1, 300),
-            // hyper refuses a read buffer under 8 KiB.
-            (
-                "max_header_bytes",
-                self.max_header_bytes as u64,
-                8192,
-                1 << 20,
-            ),
-            ("max_push_bytes", self.max_push_bytes as u64, 1024, 64 << 20),
-            (
-                "max_pending_connections",
-                self.max_pending_connections as u64,
-                1,
-                1_000_000,
-            ),
-            (
-                "max_open_connections",
-                self.max_open_connections as u64,
-                0,
-                10_000_000,
-            ),
-            ("max_json_depth", self.max_json_depth as u64, 1, 1024),
-        ];
-        for (key, value, min, max) in ranges {
-            if !(min..=max).contains(&value) {
-                bail!("server.{key} = {value} is out of range: set it between {min} and {max}");
-            }
-        }
-        let needed = self.max_connections + self.max_pending_connections;
-        if self.max_open_connections != 0 && self.max_open_connections <= needed {
-            bail!(
-                "server.max_open_connections = {} leaves no room for health checks and \
-                 handshakes: set it above server.max_connections + \
-                 server.max_pending_connections ({needed}), or to 0 to derive it",
-                self.max_open_connections
-            );
-        }
-        Ok(())
     }
 }
 
@@ -517,29 +459,6 @@ impl Config {
         check::auth(&self.auth)?;
         check::cluster(&self.cluster)?;
         endpoints::check(&self.endpoints)?;
-        let s = &self.server;
-        for (name, value) in [
-            ("server.max_connections", s.max_connections),
-            (
-                "server.max_connections_per_user",
-                s.max_connections_per_user,
-            ),
-            ("server.max_frame_bytes", s.max_frame_bytes),
-            ("server.outbound_queue", s.outbound_queue),
-            ("server.messages_per_sec", s.messages_per_sec as usize),
-            ("server.messages_burst", s.messages_burst as usize),
-            ("server.handshakes_per_sec", s.handshakes_per_sec as usize),
-            ("server.handshakes_burst", s.handshakes_burst as usize),
-            (
-                "plugins.max_concurrent_calls",
-                self.plugins.max_concurrent_calls,
-            ),
-        ] {
-            if value == 0 {
-                bail!("{name} must be at least 1");
-            }
-        }
-        s.validate_edge()?;
         crate::plugins::ranges::check_host(&self.plugins)?;
         Ok(())
     }

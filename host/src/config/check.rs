@@ -63,6 +63,48 @@ pub fn server(s: &ServerConfig) -> Result<(), Invalid> {
         1..=1_000_000,
     )?;
     in_range("server.handshakes_burst", s.handshakes_burst, 1..=1_000_000)?;
+    in_range(
+        "server.handshakes_per_source_per_sec",
+        s.handshakes_per_source_per_sec,
+        1..=1_000_000,
+    )?;
+    in_range(
+        "server.handshakes_per_source_burst",
+        s.handshakes_per_source_burst,
+        1..=1_000_000,
+    )?;
+    in_range("server.header_timeout_secs", s.header_timeout_secs, 1..=300)?;
+    in_range("server.body_timeout_secs", s.body_timeout_secs, 1..=300)?;
+    // hyper refuses a read buffer under 8 KiB.
+    in_range(
+        "server.max_header_bytes",
+        s.max_header_bytes,
+        8192..=1 << 20,
+    )?;
+    in_range("server.max_push_bytes", s.max_push_bytes, 1024..=64 << 20)?;
+    in_range(
+        "server.max_pending_connections",
+        s.max_pending_connections,
+        1..=1_000_000,
+    )?;
+    in_range(
+        "server.max_open_connections",
+        s.max_open_connections,
+        0..=10_000_000,
+    )?;
+    in_range("server.max_json_depth", s.max_json_depth, 1..=1024)?;
+    let needed = s.max_connections + s.max_pending_connections;
+    if s.max_open_connections != 0 && s.max_open_connections <= needed {
+        return Err(Invalid::new(
+            "server.max_open_connections",
+            format!(
+                "{} leaves no room for health checks and handshakes; set it above \
+                 server.max_connections + server.max_pending_connections ({needed}), or to 0 \
+                 to derive it",
+                s.max_open_connections
+            ),
+        ));
+    }
     for origin in &s.allowed_origins {
         if origin.is_empty() || origin.len() > 2048 || origin.chars().any(char::is_whitespace) {
             return Err(Invalid::new(
