@@ -83,9 +83,10 @@ impl Host {
             .env("SWITCHBOARD_AUTH__JWT_SECRET", &options.secret)
             .env("SWITCHBOARD_API__KEYS", format!("[\"{API_KEY}\"]"))
             .env("SWITCHBOARD_PLUGINS__DIR", &plugins_dir)
-            // The folder holds at most 20,000 open files per process; keep a margin for
-            // the host's own files.
-            .env("SWITCHBOARD_SERVER__MAX_CONNECTIONS", "19800")
+            // A process holds at most 20,000 open files here; the host keeps 256 for its own
+            // files and, here, 256 for handshakes in flight (the load generator runs 128 at once).
+            .env("SWITCHBOARD_SERVER__MAX_CONNECTIONS", "19400")
+            .env("SWITCHBOARD_SERVER__MAX_PENDING_CONNECTIONS", "256")
             .envs(env.iter().cloned())
             .envs(options.env.iter().cloned())
             .stdin(Stdio::null())

@@ -56,7 +56,8 @@ pub trait Dispatcher: Send + Sync + 'static {
         content: Box<RawValue>,
     ) -> BoxFuture<'static, Result<(), DispatchError>>;
 
-    /// A session opened; runs before its first message is dispatched.
+    /// A session opened; runs before its first message is dispatched, for at most the
+    /// lifecycle call timeouts of the plugins that listen (a call still running then is ended).
     fn connected(&self, session: Arc<Session>) -> BoxFuture<'static, ()>;
 
     /// A session closed.
