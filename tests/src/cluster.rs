@@ -315,6 +315,22 @@ impl Node {
         plugins: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let node = Self::spawn(node_id, redis_url, plugins, env);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts a node joined to `nats_url` without waiting for it to be ready.
+    pub fn spawn_nats(node_id: &str, nats_url: &str, plugins: &[&str]) -> Self {
+        let env = [
+            ("SWITCHBOARD_CLUSTER__BROKER", "nats"),
+            ("SWITCHBOARD_CLUSTER__NATS_URL", nats_url),
+        ];
+        Self::spawn(node_id, "redis://127.0.0.1:1", plugins, &env)
+    }
+
+    /// Starts a node process without waiting for it.
+    fn spawn(node_id: &str, redis_url: &str, plugins: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let plugins_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins_dir).unwrap();
@@ -342,19 +358,22 @@ impl Node {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("switchboard starts");
-        let node = Self {
+        Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             node_id: node_id.to_owned(),
             child,
             _dir: dir,
             http: reqwest::Client::new(),
-        };
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
         eventually(PATIENCE * 6, "node to be ready", async || {
-            let r = node.http.get(node.url("/readyz")).send().await.ok()?;
+            let r = self.http.get(self.url("/readyz")).send().await.ok()?;
             (r.status() == 200).then_some(())
         })
         .await;
-        node
     }
 
     /// What the process has logged so far (its stderr).

@@ -62,8 +62,8 @@ enum Kind {
     },
     /// The users that changed since the previous message.
     Delta { users: Vec<Entry> },
-    /// Asks `node` (every node when `None`) to send its users in full.
-    Resync { node: Option<Arc<str>> },
+    /// Asks `target` (every node when `None`) to send its users in full.
+    Resync { target: Option<Arc<str>> },
     /// The sender is stopping.
     Leave,
 }
@@ -223,8 +223,8 @@ impl NatsPresence {
         if beat.node == self.node_id {
             return None;
         }
-        if let Kind::Resync { node } = &beat.kind
-            && node.as_ref().is_none_or(|n| *n == self.node_id)
+        if let Kind::Resync { target } = &beat.kind
+            && target.as_ref().is_none_or(|n| *n == self.node_id)
         {
             self.full_wanted.store(true, Ordering::Release);
             self.wake.notify_one();
@@ -377,7 +377,7 @@ async fn receive_loop(
             }
         };
         if let Some(node) = presence.receive(beat) {
-            let ask = Kind::Resync { node: Some(node) };
+            let ask = Kind::Resync { target: Some(node) };
             // Best effort: the node's next full snapshot repairs the table anyway.
             let _ = tokio::time::timeout(COMMAND_TIMEOUT, presence.send(0, ask)).await;
         }
@@ -398,7 +398,7 @@ async fn sync_loop(
     loop {
         if hello {
             // Joining, or back after a disconnection: every node sends its users in full.
-            let ask = presence.send(seq, Kind::Resync { node: None });
+            let ask = presence.send(seq, Kind::Resync { target: None });
             hello = !matches!(tokio::time::timeout(COMMAND_TIMEOUT, ask).await, Ok(Ok(())));
         }
         // Taken every round, so the set never holds more than one round's changes.
@@ -575,5 +575,20 @@ mod tests {
         assert!(text.contains("\"kind\":\"full\""), "{text}");
         let back: Beat = serde_json::from_str(&text).unwrap();
         assert_eq!((back.seq, back.epoch), (4, 3));
+        // Every kind reads back (a field of a kind must not clash with the envelope's).
+        for kind in [
+            Kind::Resync {
+                target: Some("m".into()),
+            },
+            Kind::Resync { target: None },
+            Kind::Delta {
+                users: vec![e("x", 0)],
+            },
+            Kind::Leave,
+        ] {
+            let text = serde_json::to_string(&beat("n", 3, 5, kind)).unwrap();
+            let back: Beat = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(&*back.node, "n", "{text}");
+        }
     }
 }
