@@ -186,7 +186,7 @@ async fn nats_presence_a_node_that_joins_late_learns_the_others_at_once() {
     // Full snapshots only every 20 s: a late node must not wait for one.
     let ttl = [("SWITCHBOARD_CLUSTER__PRESENCE_TTL_SECS", "60")];
     let n1 = Node::start_nats("l1", &nats.url(), &["echo"], &ttl).await;
-    let n2 = Node::start_nats("l2", &nats.url(), &["echo"], &ttl).await;
+    let mut n2 = Node::start_nats("l2", &nats.url(), &["echo"], &ttl).await;
     let _a = n1.connect("a", 1, Some("t")).await;
     let _b = n2.connect("b", 1, Some("t")).await;
     eventually(PATIENCE, "l1 to see b", async || {
@@ -204,6 +204,20 @@ async fn nats_presence_a_node_that_joins_late_learns_the_others_at_once() {
     assert!(
         took < Duration::from_secs(5),
         "asked for, not waited for (snapshots every 20 s): {took:?}"
+    );
+
+    // A node that stops leaves presence at once, not after the TTL (60 s).
+    n2.terminate(Duration::from_secs(10)).await;
+    let stopped = Instant::now();
+    eventually(PATIENCE, "the stopped node's user to be gone", async || {
+        (users_of_t(&n3).await == json!(["a"])).then_some(())
+    })
+    .await;
+    let took = stopped.elapsed();
+    eprintln!("a stopped node left nats presence {took:?} after it exited");
+    assert!(
+        took < Duration::from_secs(2),
+        "well within the TTL: {took:?}"
     );
 }
 
