@@ -229,7 +229,11 @@ impl NatsPresence {
             self.full_wanted.store(true, Ordering::Release);
             self.wake.notify_one();
         }
-        apply(&mut self.remotes.lock(), beat, Instant::now())
+        let mut remotes = self.remotes.lock();
+        // Nodes that went silent are forgotten even when nobody asks for presence.
+        let ttl = self.ttl;
+        remotes.retain(|_, r| r.seen.elapsed() < ttl);
+        apply(&mut remotes, beat, Instant::now())
     }
 
     /// Runs `f` over the users of every other node heard from within the TTL; `None` while

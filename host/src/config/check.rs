@@ -152,9 +152,14 @@ fn nats_url(value: &str) -> Result<(), Invalid> {
             format!("is longer than {MAX_NATS_URL_LEN} characters; shorten it"),
         ));
     }
-    let mut servers = 0;
     for url in value.split(',').map(str::trim) {
         let fix = "use nats://host:port, several separated by commas";
+        if url.is_empty() {
+            return Err(Invalid::new(
+                KEY,
+                format!("{value:?} has an empty server (a stray comma?); {fix}"),
+            ));
+        }
         let parsed = url
             .parse::<async_nats::ServerAddr>()
             .map_err(|e| Invalid::new(KEY, format!("{url:?} is not a NATS URL ({e}); {fix}")))?;
@@ -168,13 +173,6 @@ fn nats_url(value: &str) -> Result<(), Invalid> {
         if address.host_str().is_none_or(str::is_empty) {
             return Err(Invalid::new(KEY, format!("{url:?} names no host; {fix}")));
         }
-        servers += 1;
-    }
-    if servers == 0 {
-        return Err(Invalid::new(
-            KEY,
-            "is empty; set e.g. nats://127.0.0.1:4222",
-        ));
     }
     Ok(())
 }
