@@ -284,19 +284,25 @@ impl Default for PluginsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `local` (single node, nothing to install) or `redis`.
+    /// `local` (single node, nothing to install), `redis` or `nats`.
     pub broker: BrokerKind,
     /// Redis URL for the `redis` broker.
     pub redis_url: String,
-    /// Cluster name; prefixes every Redis key and channel so clusters can share a Redis.
+    /// NATS server URL for the `nats` broker (`nats://[user:password@]host[:port]`; several,
+    /// comma-separated, for a NATS cluster).
+    pub nats_url: String,
+    /// Cluster name; prefixes every Redis key and channel, and every NATS subject, so
+    /// clusters can share a server.
     pub name: String,
     /// This node's id; generated at start when unset. 1 to 64 characters from
     /// `A-Z a-z 0-9 _ . -`.
     pub node_id: Option<String>,
-    /// Seconds a node's presence entries live in Redis without a refresh (3 to 86400).
+    /// Seconds a node's presence entries live without a refresh (3 to 86400): in Redis, or,
+    /// with NATS, in the other nodes' memory.
     pub presence_ttl_secs: u64,
-    /// How often the Redis broker PINGs its connections, in milliseconds (100 to 60000). A
-    /// PING unanswered within a second marks the broker down (`/readyz` 503).
+    /// How often the broker checks its link, in milliseconds (100 to 60000): Redis PINGs its
+    /// connections, NATS sends a probe through the server. One unanswered within a second
+    /// marks the broker down (`/readyz` 503).
     pub health_interval_ms: u64,
 }
 
@@ -305,6 +311,7 @@ impl Default for ClusterConfig {
         Self {
             broker: BrokerKind::Local,
             redis_url: "redis://127.0.0.1:6379".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
             name: "switchboard".into(),
             node_id: None,
             presence_ttl_secs: 15,
@@ -321,6 +328,8 @@ pub enum BrokerKind {
     Local,
     /// Redis pub/sub.
     Redis,
+    /// Core NATS subjects.
+    Nats,
 }
 
 /// `[[endpoints]]`

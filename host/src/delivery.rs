@@ -177,7 +177,7 @@ pub struct Hub {
     pub broker: Arc<dyn Broker>,
     /// This node's id; session ids start with it.
     pub node_id: Arc<str>,
-    /// Cluster-wide presence (Redis broker); `None`: this node's registry answers alone.
+    /// Cluster-wide presence (Redis or NATS broker); `None`: this node's registry answers alone.
     pub presence: Option<Arc<ClusterPresence>>,
 }
 

@@ -17,7 +17,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api,
     auth::Authenticator,
-    cluster::{self, Broker},
+    cluster::{self, Broker, presence::ClusterPresence},
     config::{BrokerKind, Config, TransportKind},
     delivery::Hub,
     dispatch::Dispatcher,
@@ -188,7 +188,7 @@ pub async fn run(
                 Duration::from_millis(config.cluster.health_interval_ms),
                 cluster_stop.clone(),
             )?;
-            let presence = cluster::presence::ClusterPresence::start(
+            let presence = cluster::presence::RedisPresence::start(
                 &client,
                 &config.cluster.name,
                 node_id.clone(),
@@ -200,7 +200,23 @@ pub async fn run(
                 registry,
                 broker: broker as Arc<dyn Broker>,
                 node_id: node_id.clone(),
-                presence: Some(presence),
+                presence: Some(Arc::new(ClusterPresence::Redis(presence))),
+            };
+            (Arc::new(hub), Some(inbound))
+        }
+        BrokerKind::Nats => {
+            let (broker, inbound, presence) = cluster::nats::start(
+                &config.cluster,
+                node_id.clone(),
+                registry.clone(),
+                cluster_stop.clone(),
+            )
+            .await?;
+            let hub = Hub {
+                registry,
+                broker: broker as Arc<dyn Broker>,
+                node_id: node_id.clone(),
+                presence: Some(Arc::new(ClusterPresence::Nats(presence))),
             };
             (Arc::new(hub), Some(inbound))
         }

@@ -1,5 +1,5 @@
-//! Real processes for cluster tests: a `redis-server` of the test's own on a free port, and
-//! `switchboard serve` processes joined through it.
+//! Real processes for cluster tests: a `redis-server` or `nats-server` of the test's own on a
+//! free port, and `switchboard serve` processes joined through it.
 
 use std::{
     net::SocketAddr,
@@ -128,6 +128,108 @@ impl Drop for RedisServer {
     }
 }
 
+/// The `nats-server` binary: on the PATH, or where Debian puts it (`/usr/sbin`, not on every
+/// user's PATH).
+pub fn nats_binary() -> Option<PathBuf> {
+    let runs = |bin: &std::path::Path| {
+        Command::new(bin)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    [
+        PathBuf::from("nats-server"),
+        PathBuf::from("/usr/sbin/nats-server"),
+    ]
+    .into_iter()
+    .find(|b| runs(b))
+}
+
+/// Whether a NATS test can run: false (with a loud message) when no `nats-server` exists.
+/// CI must have one, so there a missing binary fails the test instead.
+pub fn require_nats() -> bool {
+    if nats_binary().is_some() {
+        return true;
+    }
+    eprintln!("SKIPPED: no nats-server binary (scripts/setup.sh installs one)");
+    assert!(std::env::var_os("CI").is_none(), "CI must have nats-server");
+    false
+}
+
+/// A `nats-server` child process.
+pub struct NatsServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts one on a free port and waits until it greets clients.
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+        };
+        server.restart().await;
+        server
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills it (SIGKILL): no goodbye to its clients.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("nats-server runs").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Starts it again on the same port.
+    pub async fn restart(&mut self) {
+        self.kill();
+        let child = Command::new(nats_binary().expect("nats-server exists"))
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(PATIENCE, "nats to greet a client", async || {
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()?;
+            use tokio::io::AsyncReadExt;
+            let mut buf = [0u8; 5];
+            s.read_exact(&mut buf).await.ok()?;
+            (&buf == b"INFO ").then_some(())
+        })
+        .await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped (SIGSTOP) process too.
+        self.kill();
+    }
+}
+
 /// The `switchboard` binary, built once per test process.
 pub fn host_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -193,6 +295,19 @@ impl Node {
         self._dir.path().join("plugins")
     }
 
+    /// Starts a node joined to `nats_url` with the named guests, and waits until ready.
+    pub async fn start_nats(
+        node_id: &str,
+        nats_url: &str,
+        plugins: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut env = env.to_vec();
+        env.push(("SWITCHBOARD_CLUSTER__BROKER", "nats"));
+        env.push(("SWITCHBOARD_CLUSTER__NATS_URL", nats_url));
+        Self::start(node_id, "redis://127.0.0.1:1", plugins, &env).await
+    }
+
     /// Starts a node joined to `redis_url` with the named guests, and waits until ready.
     pub async fn start(
         node_id: &str,
@@ -200,6 +315,22 @@ impl Node {
         plugins: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let node = Self::spawn(node_id, redis_url, plugins, env);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts a node joined to `nats_url` without waiting for it to be ready.
+    pub fn spawn_nats(node_id: &str, nats_url: &str, plugins: &[&str]) -> Self {
+        let env = [
+            ("SWITCHBOARD_CLUSTER__BROKER", "nats"),
+            ("SWITCHBOARD_CLUSTER__NATS_URL", nats_url),
+        ];
+        Self::spawn(node_id, "redis://127.0.0.1:1", plugins, &env)
+    }
+
+    /// Starts a node process without waiting for it.
+    fn spawn(node_id: &str, redis_url: &str, plugins: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let plugins_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins_dir).unwrap();
@@ -227,19 +358,22 @@ impl Node {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("switchboard starts");
-        let node = Self {
+        Self {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             node_id: node_id.to_owned(),
             child,
             _dir: dir,
             http: reqwest::Client::new(),
-        };
+        }
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) {
         eventually(PATIENCE * 6, "node to be ready", async || {
-            let r = node.http.get(node.url("/readyz")).send().await.ok()?;
+            let r = self.http.get(self.url("/readyz")).send().await.ok()?;
             (r.status() == 200).then_some(())
         })
         .await;
-        node
     }
 
     /// What the process has logged so far (its stderr).

@@ -2,9 +2,13 @@
 //!
 //! - [`local`]: the default; a cluster of one, nothing to install.
 //! - [`redis`]: Redis pub/sub between nodes.
-//! - [`presence`]: cluster-wide presence kept in Redis.
+//! - [`nats`]: core NATS subjects between nodes.
+//! - [`presence`]: cluster-wide presence, kept in Redis or exchanged over NATS
+//!   ([`nats_presence`]).
 
 pub mod local;
+pub mod nats;
+pub mod nats_presence;
 pub mod presence;
 pub mod redis;
 

@@ -1,4 +1,7 @@
-//! Cluster-wide presence in Redis. Each node writes its own users, per (user type, tenant), as
+//! Cluster-wide presence: [`ClusterPresence`] answers through whichever broker joins the nodes;
+//! [`RedisPresence`] keeps it in Redis (NATS: [`super::nats_presence`]).
+//!
+//! In Redis, each node writes its own users, per (user type, tenant), as
 //! hashes `user id → session count` with a TTL it keeps refreshing, and its heartbeat into the
 //! `<cluster>:nodes` sorted set. After sessions come or go it writes only the users that
 //! changed; the whole set is rewritten every third of the TTL and after a failed write.
@@ -25,8 +28,61 @@ use crate::sessions::{Registry, UserKey};
 /// After a session comes or goes, wait this long for more changes before writing.
 const SYNC_DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// Cluster-wide presence through the cluster's broker. Every query answers `None` when the
+/// broker cannot be asked; the caller then falls back to this node's own sessions.
+#[derive(Debug)]
+pub enum ClusterPresence {
+    /// Kept in Redis.
+    Redis(Arc<RedisPresence>),
+    /// Exchanged over NATS.
+    Nats(Arc<super::nats_presence::NatsPresence>),
+}
+
+impl ClusterPresence {
+    /// Sessions of a user on every node.
+    pub async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
+        match self {
+            Self::Redis(p) => p.user_sessions(key).await,
+            Self::Nats(p) => p.user_sessions(key).await,
+        }
+    }
+
+    /// Sessions of a user on every node, in every tenant.
+    pub async fn user_sessions_any_tenant(
+        &self,
+        user_type: u32,
+        user_id: &Arc<str>,
+    ) -> Option<usize> {
+        match self {
+            Self::Redis(p) => p.user_sessions_any_tenant(user_type, user_id).await,
+            Self::Nats(p) => p.user_sessions_any_tenant(user_type, user_id).await,
+        }
+    }
+
+    /// Online users of a user type on every node; `tenant` `None` means every tenant.
+    pub async fn online_users(
+        &self,
+        tenant: Option<&Option<Arc<str>>>,
+        user_type: u32,
+    ) -> Option<Vec<String>> {
+        match self {
+            Self::Redis(p) => p.online_users(tenant, user_type).await,
+            Self::Nats(p) => p.online_users(tenant, user_type).await,
+        }
+    }
+
+    /// Waits for this node's presence to be withdrawn; call after cancelling the cluster's
+    /// stop token.
+    pub async fn leave_now(&self) {
+        match self {
+            Self::Redis(p) => p.leave_now().await,
+            Self::Nats(p) => p.leave_now().await,
+        }
+    }
+}
+
 /// This node's presence in Redis, and queries across the cluster.
-pub struct ClusterPresence {
+pub struct RedisPresence {
     con: ConnectionManager,
     cluster: String,
     node_id: Arc<str>,
@@ -36,9 +92,9 @@ pub struct ClusterPresence {
     task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl std::fmt::Debug for ClusterPresence {
+impl std::fmt::Debug for RedisPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterPresence")
+        f.debug_struct("RedisPresence")
             .field("node_id", &self.node_id)
             .finish()
     }
@@ -57,7 +113,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-impl ClusterPresence {
+impl RedisPresence {
     /// Starts writing this node's presence: after every registry change (debounced) and every
     /// third of the TTL. Stops and removes this node's entries when `stop` is cancelled.
     pub fn start(
@@ -150,7 +206,7 @@ impl ClusterPresence {
     }
 
     /// Waits, at most three seconds, for the writing task to remove this node's entries and
-    /// end; call after cancelling the `stop` token given to [`ClusterPresence::start`].
+    /// end; call after cancelling the `stop` token given to [`RedisPresence::start`].
     pub async fn leave_now(&self) {
         let Some(task) = self.task.lock().take() else {
             return;
@@ -312,7 +368,7 @@ impl ClusterPresence {
     }
 }
 
-async fn sync_loop(presence: Arc<ClusterPresence>, changed: Arc<Notify>, stop: CancellationToken) {
+async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: CancellationToken) {
     let refresh = presence.ttl / 3;
     let mut failing = false;
     let mut last_full: Option<tokio::time::Instant> = None;

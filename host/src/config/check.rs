@@ -4,12 +4,14 @@
 
 use std::ops::RangeInclusive;
 
-use super::{AuthConfig, ClusterConfig, Invalid, ServerConfig};
+use super::{AuthConfig, BrokerKind, ClusterConfig, Invalid, ServerConfig};
 
 /// Longest node id: it is part of every session id and Redis key of the node.
 pub const MAX_NODE_ID_LEN: usize = 64;
 /// Longest cluster name: it prefixes every Redis key and channel.
 pub const MAX_CLUSTER_NAME_LEN: usize = 64;
+/// Longest `cluster.nats_url` (all servers together).
+pub const MAX_NATS_URL_LEN: usize = 4096;
 /// Shortest `auth.jwt_secret`, in bytes.
 pub const MIN_SECRET_LEN: usize = 16;
 
@@ -176,6 +178,44 @@ pub fn cluster(c: &ClusterConfig) -> Result<(), Invalid> {
     if let Some(id) = &c.node_id {
         name("cluster.node_id", id, MAX_NODE_ID_LEN)?;
     }
+    if c.broker == BrokerKind::Nats {
+        nats_url(&c.nats_url)?;
+    }
+    Ok(())
+}
+
+/// `cluster.nats_url`: one or more comma-separated `nats://` URLs. TLS (`tls://`) and
+/// WebSocket (`ws://`) servers are not supported by this build.
+fn nats_url(value: &str) -> Result<(), Invalid> {
+    const KEY: &str = "cluster.nats_url";
+    if value.len() > MAX_NATS_URL_LEN {
+        return Err(Invalid::new(
+            KEY,
+            format!("is longer than {MAX_NATS_URL_LEN} characters; shorten it"),
+        ));
+    }
+    for url in value.split(',').map(str::trim) {
+        let fix = "use nats://host:port, several separated by commas";
+        if url.is_empty() {
+            return Err(Invalid::new(
+                KEY,
+                format!("{value:?} has an empty server (a stray comma?); {fix}"),
+            ));
+        }
+        let parsed = url
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| Invalid::new(KEY, format!("{url:?} is not a NATS URL ({e}); {fix}")))?;
+        let address = parsed.into_inner();
+        if address.scheme() != "nats" || !url.starts_with("nats://") {
+            return Err(Invalid::new(
+                KEY,
+                format!("{url:?}: only nats:// servers are supported; {fix}"),
+            ));
+        }
+        if address.host_str().is_none_or(str::is_empty) {
+            return Err(Invalid::new(KEY, format!("{url:?} names no host; {fix}")));
+        }
+    }
     Ok(())
 }
 
@@ -210,5 +250,39 @@ mod tests {
         for bad in ["", "a:b", "a b", "ü", &"x".repeat(MAX_NODE_ID_LEN + 1)] {
             assert!(ok(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn nats_urls_are_checked_for_the_nats_broker() {
+        let check = |broker, url: &str| {
+            cluster(&ClusterConfig {
+                broker,
+                nats_url: url.into(),
+                ..Default::default()
+            })
+        };
+        for good in [
+            "nats://127.0.0.1:4222",
+            "nats://user:pw@nats.internal",
+            "nats://a:4222, nats://b:4222",
+        ] {
+            assert!(check(BrokerKind::Nats, good).is_ok(), "{good:?}");
+        }
+        let long = format!("nats://{}", "a".repeat(MAX_NATS_URL_LEN));
+        for bad in [
+            "",
+            "127.0.0.1:4222",
+            "tls://127.0.0.1:4222",
+            "redis://127.0.0.1:6379",
+            "nats://",
+            "nats://a:4222,",
+            "nats://a:99999",
+            &long,
+        ] {
+            let e = check(BrokerKind::Nats, bad).expect_err(bad);
+            assert!(e.to_string().contains("cluster.nats_url"), "{e}");
+        }
+        // Another broker does not read it.
+        assert!(check(BrokerKind::Redis, "").is_ok());
     }
 }
