@@ -1,11 +1,13 @@
 //! Joining several hosts into a cluster: the [`Broker`] that carries deliveries between nodes.
 //!
 //! - [`local`]: the default; a cluster of one, nothing to install.
+//! - `health`: the link state every broker reports (`/readyz`, `switchboard_broker_up`).
 //! - [`redis`]: Redis pub/sub between nodes.
 //! - [`nats`]: core NATS subjects between nodes.
 //! - [`presence`]: cluster-wide presence, kept in Redis or exchanged over NATS
 //!   ([`nats_presence`]).
 
+mod health;
 pub mod local;
 pub mod nats;
 pub mod nats_presence;

@@ -14,20 +14,14 @@
 //! disconnection, marks the broker down (`/readyz` 503, `switchboard_broker_up` 0) until a
 //! probe comes back again.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, BrokerState, Publication, nats_presence::NatsPresence};
+use super::{Broker, BrokerState, Publication, health::Health, nats_presence::NatsPresence};
 use crate::{config::ClusterConfig, sessions::Registry};
 
 /// Publications waiting for the publisher task.
@@ -43,37 +37,10 @@ pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Messages buffered in the client while its connection is being written or re-established.
 const CLIENT_CAPACITY: usize = 4096;
 
-/// Health of the link; the broker is up only while connected and the last probe came back.
-#[derive(Debug, Default)]
-pub(super) struct Health {
-    connected: AtomicBool,
-    probed: AtomicBool,
-}
-
-impl Health {
-    /// Whether deliveries can cross nodes now.
-    pub(super) fn up(&self) -> bool {
-        self.connected.load(Ordering::Acquire) && self.probed.load(Ordering::Acquire)
-    }
-
-    /// Records one part of the state; logs and updates the gauge when the broker's changes.
-    fn set(&self, part: &AtomicBool, up: bool, why: &str) {
-        let before = self.up();
-        part.store(up, Ordering::Release);
-        let after = self.up();
-        metrics::gauge!("switchboard_broker_up").set(if after { 1.0 } else { 0.0 });
-        if before != after {
-            if after {
-                tracing::info!("nats broker: up");
-            } else {
-                tracing::warn!(
-                    reason = why,
-                    "nats broker: down; local delivery continues, retrying"
-                );
-            }
-        }
-    }
-}
+/// Health condition: the client is connected to a server.
+const CONNECTED: usize = 0;
+/// Health condition: the last probe came back through the server.
+const PROBED: usize = 1;
 
 /// Joins the node to the others through NATS.
 pub struct NatsBroker {
@@ -106,7 +73,7 @@ pub async fn start(
     registry: Arc<Registry>,
     stop: CancellationToken,
 ) -> anyhow::Result<Started> {
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new("nats"));
     metrics::gauge!("switchboard_broker_up").set(0.0);
     // Signalled on every (re)connection: probe at once, and exchange presence in full.
     let reconnected = (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -128,12 +95,12 @@ pub async fn start(
                 async move {
                     match event {
                         async_nats::Event::Connected => {
-                            health.set(&health.connected, true, "");
+                            health.set(CONNECTED, true, "");
                             reconnected.0.notify_one();
                             reconnected.1.notify_one();
                         }
                         async_nats::Event::Disconnected => {
-                            health.set(&health.connected, false, "disconnected");
+                            health.set(CONNECTED, false, "disconnected");
                         }
                         _ => {}
                     }
@@ -271,7 +238,7 @@ async fn publish_loop(
             metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
                 .increment(count);
             // Down until a probe comes back.
-            health.set(&health.probed, false, "publish failed");
+            health.set(PROBED, false, "publish failed");
             if !failing {
                 tracing::warn!(
                     "nats broker: cannot publish; cross-node deliveries are dropped until it recovers"
@@ -348,7 +315,7 @@ async fn probe_loop(
             () = stop.cancelled() => return,
             r = tokio::time::timeout(COMMAND_TIMEOUT, round_trip) => matches!(r, Ok(Some(()))),
         };
-        health.set(&health.probed, back, "probe unanswered");
+        health.set(PROBED, back, "probe unanswered");
     }
 }
 

@@ -12,20 +12,14 @@
 //! and an unanswered PING or a failed publish marks the broker down (`/readyz` 503,
 //! `switchboard_broker_up` 0) until a PING is answered again.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, BrokerState, Publication};
+use super::{Broker, BrokerState, Publication, health::Health};
 
 /// Publications waiting for the publisher task.
 const PUBLISH_QUEUE: usize = 10_000;
@@ -38,38 +32,10 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::fro
 /// How long one Redis command may take before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Health of the two links; the broker is up only while both are.
-#[derive(Debug, Default)]
-struct Health {
-    /// Subscribed, and the subscription connection answers PINGs.
-    subscriber: AtomicBool,
-    /// The publishing connection answers PINGs and its last publish went through.
-    publisher: AtomicBool,
-}
-
-impl Health {
-    fn up(&self) -> bool {
-        self.subscriber.load(Ordering::Acquire) && self.publisher.load(Ordering::Acquire)
-    }
-
-    /// Records one link's state; logs and updates the gauge when the broker's state changes.
-    fn set(&self, link: &AtomicBool, up: bool, why: &str) {
-        let before = self.up();
-        link.store(up, Ordering::Release);
-        let after = self.up();
-        metrics::gauge!("switchboard_broker_up").set(if after { 1.0 } else { 0.0 });
-        if before != after {
-            if after {
-                tracing::info!("redis broker: up");
-            } else {
-                tracing::warn!(
-                    reason = why,
-                    "redis broker: down; local delivery continues, retrying"
-                );
-            }
-        }
-    }
-}
+/// Health condition: subscribed, and the subscription connection answers PINGs.
+const SUBSCRIBER: usize = 0;
+/// Health condition: the publishing connection answers PINGs and its last publish went through.
+const PUBLISHER: usize = 1;
 
 /// Joins the node to the others through Redis pub/sub.
 pub struct RedisBroker {
@@ -111,7 +77,7 @@ impl RedisBroker {
         let channel = format!("{cluster}:deliveries");
         let (outbound, outbound_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new("redis"));
         metrics::gauge!("switchboard_broker_up").set(0.0);
         let publisher = connection_manager(&client)?;
         tokio::spawn(publish_loop(
@@ -191,7 +157,7 @@ async fn publish_loop(
                     () = stop.cancelled() => return,
                     answered = ping(&mut con) => answered,
                 };
-                health.set(&health.publisher, answered, "publisher PING unanswered");
+                health.set(PUBLISHER, answered, "publisher PING unanswered");
                 continue;
             }
             n = rx.recv_many(&mut batch, PUBLISH_BATCH) => n,
@@ -217,7 +183,7 @@ async fn publish_loop(
         match sent {
             Ok(Ok(())) => {
                 metrics::counter!("switchboard_broker_published_total").increment(count);
-                health.set(&health.publisher, true, "");
+                health.set(PUBLISHER, true, "");
                 if failing {
                     tracing::info!("redis broker: publishing again");
                     failing = false;
@@ -227,7 +193,7 @@ async fn publish_loop(
                 metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
                     .increment(count);
                 // Down until a PING is answered again.
-                health.set(&health.publisher, false, "publish failed");
+                health.set(PUBLISHER, false, "publish failed");
                 if !failing {
                     tracing::warn!(
                         "redis broker: cannot publish; cross-node deliveries are dropped until it recovers"
@@ -249,7 +215,7 @@ async fn subscribe_loop(
     stop: CancellationToken,
 ) {
     let mut backoff = BACKOFF.0;
-    let down = |why: &str| health.set(&health.subscriber, false, why);
+    let down = |why: &str| health.set(SUBSCRIBER, false, why);
     while !stop.is_cancelled() {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -273,7 +239,7 @@ async fn subscribe_loop(
                 continue;
             }
         };
-        health.set(&health.subscriber, true, "");
+        health.set(SUBSCRIBER, true, "");
         backoff = BACKOFF.0;
         let (mut sink, mut messages) = pubsub.split();
         let mut pings = tokio::time::interval(health_interval);
