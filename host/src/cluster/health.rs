@@ -4,6 +4,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::sync::mpsc;
+
+use super::{BrokerState, Publication};
+
 /// Conditions of one broker; all start false (down until proven up).
 #[derive(Debug)]
 pub(crate) struct Health {
@@ -44,5 +48,29 @@ impl Health {
                 );
             }
         }
+    }
+
+    /// The state `/readyz` and `/healthz` report.
+    pub(super) fn state(&self) -> BrokerState {
+        if self.up() {
+            BrokerState::Up
+        } else {
+            BrokerState::Down
+        }
+    }
+
+    /// Hands `publication` to the broker's publisher task while the broker is up; refuses and
+    /// counts it when the broker is down or the queue is full (`Broker::publish`'s contract).
+    pub(super) fn offer(
+        &self,
+        outbound: &mpsc::Sender<Publication>,
+        publication: Publication,
+    ) -> bool {
+        if !self.up() || outbound.try_send(publication).is_err() {
+            metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
+                .increment(1);
+            return false;
+        }
+        true
     }
 }

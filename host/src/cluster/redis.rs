@@ -107,20 +107,11 @@ impl Broker for RedisBroker {
     }
 
     fn publish(&self, publication: Publication) -> bool {
-        if self.state() != BrokerState::Up || self.outbound.try_send(publication).is_err() {
-            metrics::counter!("switchboard_messages_dropped_total", "reason" => "broker_down")
-                .increment(1);
-            return false;
-        }
-        true
+        self.health.offer(&self.outbound, publication)
     }
 
     fn state(&self) -> BrokerState {
-        if self.health.up() {
-            BrokerState::Up
-        } else {
-            BrokerState::Down
-        }
+        self.health.state()
     }
 
     fn name(&self) -> &'static str {
