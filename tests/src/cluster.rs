@@ -50,19 +50,66 @@ pub fn require_redis() -> bool {
     false
 }
 
+/// A broker server the tests start, kill, freeze and restart on one fixed free port.
+struct ServerProcess {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    fn new() -> Self {
+        Self {
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    /// Kills the running process, if any (SIGKILL: no goodbye to its clients; it also ends a
+    /// stopped one).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the running process and starts `command` in its place, its output discarded.
+    fn replace(&mut self, mut command: Command) {
+        self.kill();
+        let name = command.get_program().to_string_lossy().into_owned();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        self.child = Some(child);
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// A `redis-server` child process.
 pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    child: Option<Child>,
+    process: ServerProcess,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it answers.
     pub async fn start() -> Self {
+        let process = ServerProcess::new();
         let mut server = Self {
-            port: free_port(),
-            child: None,
+            port: process.port,
+            process,
         };
         server.restart().await;
         server
@@ -75,7 +122,7 @@ impl RedisServer {
 
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     /// Runs `redis-cli` against it and returns what it printed, trimmed.
@@ -90,23 +137,16 @@ impl RedisServer {
 
     /// Kills it (SIGKILL): no goodbye to its clients.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        self.child = Some(child);
+            .args(["--save", "", "--appendonly", "no"]);
+        self.process.replace(command);
         let port = self.port;
         eventually(PATIENCE, "redis to answer PING", async || {
             let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -119,12 +159,6 @@ impl RedisServer {
             (&buf == b"+PONG\r\n").then_some(())
         })
         .await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -162,15 +196,16 @@ pub fn require_nats() -> bool {
 pub struct NatsServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    child: Option<Child>,
+    process: ServerProcess,
 }
 
 impl NatsServer {
     /// Starts one on a free port and waits until it greets clients.
     pub async fn start() -> Self {
+        let process = ServerProcess::new();
         let mut server = Self {
-            port: free_port(),
-            child: None,
+            port: process.port,
+            process,
         };
         server.restart().await;
         server
@@ -183,15 +218,12 @@ impl NatsServer {
 
     /// Kills it (SIGKILL): no goodbye to its clients.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("nats-server runs").id();
+        let pid = self.process.pid().expect("nats-server runs");
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &pid.to_string()])
             .status()
@@ -201,14 +233,9 @@ impl NatsServer {
 
     /// Starts it again on the same port.
     pub async fn restart(&mut self) {
-        self.kill();
-        let child = Command::new(nats_binary().expect("nats-server exists"))
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        self.child = Some(child);
+        let mut command = Command::new(nats_binary().expect("nats-server exists"));
+        command.args(["-a", "127.0.0.1", "-p", &self.port.to_string()]);
+        self.process.replace(command);
         let port = self.port;
         eventually(PATIENCE, "nats to greet a client", async || {
             let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -220,13 +247,6 @@ impl NatsServer {
             (&buf == b"INFO ").then_some(())
         })
         .await;
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        // SIGKILL ends a stopped (SIGSTOP) process too.
-        self.kill();
     }
 }
 
