@@ -22,7 +22,7 @@ const PER_HOST: u64 = 19_400;
 
 /// Options every load scenario shares.
 #[derive(Debug, Clone, clap::Args)]
-pub struct Common {
+pub(crate) struct Common {
     /// The `switchboard` binary [default: the one next to this binary].
     #[arg(long)]
     host_bin: Option<PathBuf>,
@@ -78,7 +78,7 @@ fn key_value(s: &str) -> Result<(String, String), String> {
 
 /// Which servers a scenario runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Against {
+pub(crate) enum Against {
     /// Switchboard only.
     Switchboard,
     /// nginx + nchan only.
@@ -105,7 +105,7 @@ enum Which {
 
 /// Arguments of `idle`.
 #[derive(Debug, clap::Args)]
-pub struct IdleArgs {
+pub(crate) struct IdleArgs {
     #[command(flatten)]
     common: Common,
     /// Idle connections.
@@ -127,7 +127,7 @@ pub struct IdleArgs {
 
 /// Arguments of the fan-out measurement.
 #[derive(Debug, Clone, clap::Args)]
-pub struct FanoutOptions {
+pub(crate) struct FanoutOptions {
     /// Seconds of measured publishing.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
@@ -161,7 +161,7 @@ impl FanoutOptions {
 
 /// Arguments of `fanout`.
 #[derive(Debug, clap::Args)]
-pub struct FanoutArgs {
+pub(crate) struct FanoutArgs {
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
@@ -179,7 +179,7 @@ pub struct FanoutArgs {
 
 /// Arguments of `chat`.
 #[derive(Debug, clap::Args)]
-pub struct ChatArgs {
+pub(crate) struct ChatArgs {
     #[command(flatten)]
     common: Common,
     /// Clients.
@@ -198,7 +198,7 @@ pub struct ChatArgs {
 
 /// Arguments of `reload`.
 #[derive(Debug, clap::Args)]
-pub struct ReloadArgs {
+pub(crate) struct ReloadArgs {
     #[command(flatten)]
     common: Common,
     /// Clients.
@@ -223,7 +223,7 @@ pub struct ReloadArgs {
 
 /// Arguments of `compare`.
 #[derive(Debug, clap::Args)]
-pub struct CompareArgs {
+pub(crate) struct CompareArgs {
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
@@ -238,7 +238,7 @@ pub struct CompareArgs {
 
 /// Arguments of `cluster`.
 #[derive(Debug, clap::Args)]
-pub struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     #[command(flatten)]
     common: Common,
     #[command(flatten)]
@@ -262,7 +262,7 @@ pub struct ClusterArgs {
 
 /// Runs a command's future on a runtime of its own. SIGINT or SIGTERM drops it, and with it
 /// every process it started (hosts, nginx, Redis and workers are killed on drop).
-pub fn run(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+pub(crate) fn run(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -443,7 +443,7 @@ fn finish(rows: &[Row], runs: usize) {
 }
 
 /// `idle`.
-pub async fn idle(args: IdleArgs) -> anyhow::Result<()> {
+pub(crate) async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let c = &args.common;
     if args.conns > PER_HOST * args.hosts as u64 {
         bail!(
@@ -484,7 +484,7 @@ pub async fn idle(args: IdleArgs) -> anyhow::Result<()> {
 }
 
 /// `fanout`.
-pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
+pub(crate) async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let c = &args.common;
     if args.subscribers > PER_HOST {
         bail!("one host holds at most {PER_HOST} subscribers here");
@@ -505,7 +505,7 @@ pub async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
 }
 
 /// `chat`.
-pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let c = &args.common;
     if args.clients > PER_HOST {
         bail!("one host holds at most {PER_HOST} clients here");
@@ -542,7 +542,7 @@ pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
 }
 
 /// `reload`.
-pub async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
+pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
     let c = &args.common;
     if args.clients > PER_HOST {
         bail!("one host holds at most {PER_HOST} clients here");
@@ -617,7 +617,7 @@ pub async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
 
 /// `compare`: on each server in turn, idle memory with `conns` connections, then the fan-out
 /// maximum, then fan-out at a fixed rate, on the same connections.
-pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
+pub(crate) async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let c = &args.common;
     if args.conns > PER_HOST {
         bail!("one host holds at most {PER_HOST} connections here");
@@ -646,7 +646,7 @@ pub async fn compare(args: CompareArgs) -> anyhow::Result<()> {
 /// connections: idle memory, fan-out maximum and at a fixed rate (published on the first host,
 /// so the others' subscribers are reached through Redis), then chat to random peers (most on
 /// another host).
-pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+pub(crate) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let c = &args.common;
     if args.conns > PER_HOST * args.nodes as u64 {
         bail!(

@@ -7,7 +7,6 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 use anyhow::Context as _;
 use switchboard::{
     auth::Principal,
-    cluster::local::LocalBroker,
     config::{Config, TransportKind},
     delivery::Hub,
     envelope::Profile,
@@ -21,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Arguments of `dispatch`.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Args {
     /// The plugin component (its message type is the first it claims).
     #[arg(long, default_value = "target/plugins-dist/echo.wasm")]
     plugin: PathBuf,
@@ -41,7 +40,7 @@ pub struct Args {
 }
 
 /// Runs the benchmark and prints the table.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -51,12 +50,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 async fn bench(args: Args) -> anyhow::Result<()> {
     let config = Config::parse("", [])?;
     let runtime = Arc::new(Runtime::new(&config.plugins)?);
-    let hub = Arc::new(Hub {
-        registry: Registry::new(4),
-        broker: Arc::new(LocalBroker),
-        node_id: "bench".into(),
-        presence: None,
-    });
+    let hub = Hub::single_node(Registry::new(4), "bench".into());
     let cx = LoadContext {
         runtime: &runtime,
         cache: None,

@@ -20,7 +20,7 @@ use crate::worker::{ChatPlan, Command, Event, Progress, ServerKind, Spec, Worker
 
 /// How to spread connections over workers.
 #[derive(Debug, Clone)]
-pub struct FleetOptions {
+pub(crate) struct FleetOptions {
     /// Worker processes at least (more are used when a worker would exceed `per_worker`).
     pub min_workers: usize,
     /// Connections one worker holds at most (one process may hold 20,000 open files).
@@ -45,7 +45,7 @@ struct Worker {
 }
 
 /// The workers of one run.
-pub struct Fleet {
+pub(crate) struct Fleet {
     workers: Vec<Worker>,
     /// Woken whenever any worker reports progress (one waiter: the scenario driving the run).
     changed: Arc<Notify>,
@@ -53,7 +53,7 @@ pub struct Fleet {
 
 /// The outcome of connecting.
 #[derive(Debug, Clone, Default)]
-pub struct Connected {
+pub(crate) struct Connected {
     /// Connections open.
     pub ok: u64,
     /// Connections that failed.
@@ -66,7 +66,7 @@ pub struct Connected {
 
 impl Fleet {
     /// Spawns the workers for `conns` connections to `targets`.
-    pub async fn spawn(
+    pub(crate) async fn spawn(
         options: &FleetOptions,
         server: ServerKind,
         targets: &[SocketAddr],
@@ -125,7 +125,7 @@ impl Fleet {
     }
 
     /// Opens every connection; fails if not one opened within `within`.
-    pub async fn connect(&mut self, within: Duration) -> anyhow::Result<Connected> {
+    pub(crate) async fn connect(&mut self, within: Duration) -> anyhow::Result<Connected> {
         self.send(&Command::Connect).await?;
         let mut total = Connected::default();
         for w in &mut self.workers {
@@ -156,18 +156,18 @@ impl Fleet {
     }
 
     /// Zeroes the workers' measurements (see [`Command::Reset`]).
-    pub async fn reset(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn reset(&mut self) -> anyhow::Result<()> {
         self.send(&Command::Reset).await
     }
 
     /// Starts the chat plan on every worker.
-    pub async fn chat(&mut self, plan: ChatPlan) -> anyhow::Result<()> {
+    pub(crate) async fn chat(&mut self, plan: ChatPlan) -> anyhow::Result<()> {
         self.send(&Command::Chat(plan)).await
     }
 
     /// Progress of all workers: sums, and the smallest `min_received` of those with open
     /// connections.
-    pub fn progress(&self) -> Progress {
+    pub(crate) fn progress(&self) -> Progress {
         let mut total = Progress {
             min_received: u64::MAX,
             ..Default::default()
@@ -189,12 +189,16 @@ impl Fleet {
     }
 
     /// Resolves at the next progress report of any worker (or after 50 ms).
-    pub async fn changed(&self) {
+    pub(crate) async fn changed(&self) {
         let _ = tokio::time::timeout(Duration::from_millis(50), self.changed.notified()).await;
     }
 
     /// Waits until `done(progress)` holds or `within` passes; returns whether it held.
-    pub async fn wait_for(&self, within: Duration, done: impl Fn(&Progress) -> bool) -> bool {
+    pub(crate) async fn wait_for(
+        &self,
+        within: Duration,
+        done: impl Fn(&Progress) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             if done(&self.progress()) {
@@ -208,7 +212,7 @@ impl Fleet {
     }
 
     /// Everything the workers measured, merged.
-    pub async fn stats(&mut self) -> anyhow::Result<WorkerStats> {
+    pub(crate) async fn stats(&mut self) -> anyhow::Result<WorkerStats> {
         self.send(&Command::Stats).await?;
         let mut total = WorkerStats::default();
         for w in &mut self.workers {
@@ -221,7 +225,7 @@ impl Fleet {
     }
 
     /// CPU seconds the workers have used.
-    pub fn cpu_secs(&self) -> f64 {
+    pub(crate) fn cpu_secs(&self) -> f64 {
         self.workers
             .iter()
             .filter_map(|w| crate::procstat::cpu_secs(w.pid).ok())
@@ -229,7 +233,7 @@ impl Fleet {
     }
 
     /// Closes every connection and waits for the workers to exit.
-    pub async fn quit(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn quit(mut self) -> anyhow::Result<()> {
         let _ = self.send(&Command::Quit).await;
         for w in &mut self.workers {
             if tokio::time::timeout(Duration::from_secs(20), w.child.wait())

@@ -37,7 +37,7 @@ fn bucket_high(i: usize) -> u64 {
 
 /// A histogram that many tasks record into at once.
 #[derive(Debug)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// One counter per bucket.
     counts: Box<[AtomicU64]>,
     /// The exact largest value seen, since the last bucket is wide.
@@ -55,13 +55,13 @@ impl Default for Histogram {
 
 impl Histogram {
     /// Counts one value (µs).
-    pub fn record(&self, micros: u64) {
+    pub(crate) fn record(&self, micros: u64) {
         self.counts[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
         self.max.fetch_max(micros, Ordering::Relaxed);
     }
 
     /// Forgets every value.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         self.counts
             .iter()
             .for_each(|c| c.store(0, Ordering::Relaxed));
@@ -69,7 +69,7 @@ impl Histogram {
     }
 
     /// The counts so far, in a form that travels between processes.
-    pub fn snapshot(&self) -> Snapshot {
+    pub(crate) fn snapshot(&self) -> Snapshot {
         let counts = self
             .counts
             .iter()
@@ -88,7 +88,7 @@ impl Histogram {
 
 /// Histogram counts, sparse: `(bucket, count)` for non-empty buckets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snapshot {
+pub(crate) struct Snapshot {
     /// Non-empty buckets in increasing order.
     counts: Vec<(u32, u64)>,
     /// The exact maximum.
@@ -97,7 +97,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Adds `other`'s counts to these.
-    pub fn merge(&mut self, other: &Snapshot) {
+    pub(crate) fn merge(&mut self, other: &Snapshot) {
         let mut merged = Vec::with_capacity(self.counts.len() + other.counts.len());
         let (mut a, mut b) = (
             self.counts.iter().peekable(),
@@ -123,17 +123,17 @@ impl Snapshot {
     }
 
     /// Number of values.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().map(|(_, c)| c).sum()
     }
 
     /// The largest value (µs).
-    pub fn max(&self) -> u64 {
+    pub(crate) fn max(&self) -> u64 {
         self.max
     }
 
     /// The value at quantile `q` (0..=1), as the top of its bucket, never above the maximum.
-    pub fn quantile(&self, q: f64) -> u64 {
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
         let total = self.count();
         if total == 0 {
             return 0;

@@ -15,11 +15,11 @@ use tokio::process::{Child, Command};
 use crate::procstat::{self, Usage};
 
 /// The API key every benchmark host accepts.
-pub const API_KEY: &str = "bench-api-key";
+pub(crate) const API_KEY: &str = "bench-api-key";
 
 /// How to start hosts.
 #[derive(Debug, Clone)]
-pub struct HostOptions {
+pub(crate) struct HostOptions {
     /// The `switchboard` binary.
     pub binary: PathBuf,
     /// The HS256 secret the host verifies tokens with (clients sign with it too).
@@ -30,7 +30,7 @@ pub struct HostOptions {
 
 /// A running host.
 #[derive(Debug)]
-pub struct Host {
+pub(crate) struct Host {
     /// The host process.
     child: Child,
     /// Its pid, for `/proc`.
@@ -44,7 +44,7 @@ pub struct Host {
 }
 
 /// A loopback port nobody listens on right now.
-pub fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }
@@ -52,7 +52,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 impl Host {
     /// Starts a host serving the given plugin files, with `env` on top of the benchmark's
     /// settings, and waits until `/readyz` answers 200 (plugins loaded).
-    pub async fn start(
+    pub(crate) async fn start(
         options: &HostOptions,
         plugins: &[PathBuf],
         env: &[(String, String)],
@@ -127,29 +127,29 @@ impl Host {
     }
 
     /// The host's memory (`VmRSS`) and CPU time.
-    pub fn usage(&self) -> anyhow::Result<Usage> {
+    pub(crate) fn usage(&self) -> anyhow::Result<Usage> {
         procstat::process(self.pid)
     }
 
     /// The last lines of the host's log.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// The host's log file.
-    pub fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.path().join("host.log")
     }
 
     /// The temporary folder the host's files live in.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     /// `GET /metrics`.
-    pub async fn metrics(&self) -> anyhow::Result<String> {
+    pub(crate) async fn metrics(&self) -> anyhow::Result<String> {
         Ok(reqwest::get(format!("http://{}/metrics", self.addr))
             .await?
             .text()
@@ -157,13 +157,13 @@ impl Host {
     }
 
     /// SIGTERM, then SIGKILL if the host has not exited within 30 s.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         terminate(&mut self.child, self.pid, "TERM", Duration::from_secs(30)).await
     }
 }
 
 /// Sends `signal` to `pid` and waits up to `grace` for `child` to exit, then kills it.
-pub async fn terminate(
+pub(crate) async fn terminate(
     child: &mut Child,
     pid: u32,
     signal: &str,
@@ -185,7 +185,7 @@ pub async fn terminate(
 }
 
 /// The value of a Prometheus counter line `name{labels} value` (summed over matching lines).
-pub fn metric(text: &str, name_and_labels: &str) -> f64 {
+pub(crate) fn metric(text: &str, name_and_labels: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name_and_labels))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -16,7 +16,7 @@ const TEMPLATE: &str = include_str!("../nchan/nginx.conf");
 
 /// How to start nginx.
 #[derive(Debug, Clone)]
-pub struct NchanOptions {
+pub(crate) struct NchanOptions {
     /// The nginx binary.
     pub nginx: PathBuf,
     /// The nchan dynamic module.
@@ -27,7 +27,7 @@ pub struct NchanOptions {
 
 /// A running nginx + nchan.
 #[derive(Debug)]
-pub struct Nchan {
+pub(crate) struct Nchan {
     /// The master process.
     child: Child,
     /// The master's pid; the workers are its children.
@@ -40,7 +40,7 @@ pub struct Nchan {
 
 impl Nchan {
     /// Writes the configuration, starts nginx and waits until it answers.
-    pub async fn start(options: &NchanOptions) -> anyhow::Result<Self> {
+    pub(crate) async fn start(options: &NchanOptions) -> anyhow::Result<Self> {
         if !options.module.exists() {
             bail!(
                 "no nchan module at {} (apt-get install nginx libnginx-mod-nchan, or pass --nchan-module)",
@@ -105,12 +105,12 @@ impl Nchan {
     }
 
     /// Memory (sum of `Pss` over master and workers) and CPU time of master and workers.
-    pub fn usage(&self) -> anyhow::Result<Usage> {
+    pub(crate) fn usage(&self) -> anyhow::Result<Usage> {
         procstat::tree(self.pid)
     }
 
     /// The last lines of nginx's logs.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         let mut text = String::new();
         for log in ["stderr.log", "error.log"] {
             text += &std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
@@ -120,7 +120,7 @@ impl Nchan {
     }
 
     /// SIGTERM (nginx's fast shutdown), then SIGKILL after 10 s.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         terminate(&mut self.child, self.pid, "TERM", Duration::from_secs(10)).await
     }
 }

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 
 /// Memory and CPU of a process (tree) at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage {
+pub(crate) struct Usage {
     /// Resident memory in KiB: `VmRSS` for one process; for a tree, the sum of `Pss`
     /// (proportional set size), so pages shared by nginx's processes count once.
     pub memory_kib: u64,
@@ -16,7 +16,7 @@ pub struct Usage {
 }
 
 /// `VmRSS` and CPU time of `pid`.
-pub fn process(pid: u32) -> anyhow::Result<Usage> {
+pub(crate) fn process(pid: u32) -> anyhow::Result<Usage> {
     Ok(Usage {
         memory_kib: status_kib(pid, "VmRSS:")?,
         cpu_secs: cpu_secs(pid)?,
@@ -24,7 +24,7 @@ pub fn process(pid: u32) -> anyhow::Result<Usage> {
 }
 
 /// The sum of `Pss` and CPU time over `pid` and its direct children.
-pub fn tree(pid: u32) -> anyhow::Result<Usage> {
+pub(crate) fn tree(pid: u32) -> anyhow::Result<Usage> {
     let mut total = Usage::default();
     for p in std::iter::once(pid).chain(children(pid)) {
         total.memory_kib += smaps_rollup_kib(p, "Pss:")?;
@@ -55,7 +55,7 @@ fn kib_line(text: &str, key: &str) -> Option<u64> {
 }
 
 /// `utime + stime` of `/proc/<pid>/stat`, in seconds.
-pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+pub(crate) fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
     let fields = stat_fields(pid)?;
     // After the command name: field 3 is the state, so utime (14) and stime (15) are at
     // indices 11 and 12.
@@ -80,7 +80,7 @@ fn stat_fields(pid: u32) -> anyhow::Result<Vec<String>> {
 
 /// CPU time the whole machine has spent busy (all cores, every state but idle and iowait),
 /// in seconds, from the first line of `/proc/stat`.
-pub fn machine_busy_secs() -> f64 {
+pub(crate) fn machine_busy_secs() -> f64 {
     let Ok(text) = fs::read_to_string("/proc/stat") else {
         return 0.0;
     };
@@ -104,7 +104,7 @@ pub fn machine_busy_secs() -> f64 {
 }
 
 /// Processes whose parent is `pid`.
-pub fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
     };

@@ -19,7 +19,7 @@ use crate::{
 
 /// A running Redis.
 #[derive(Debug)]
-pub struct Redis {
+pub(crate) struct Redis {
     child: Child,
     /// Its pid, for `/proc`.
     pub pid: u32,
@@ -31,7 +31,7 @@ pub struct Redis {
 
 impl Redis {
     /// Starts `binary` and waits until it answers `PING`.
-    pub async fn start(binary: &PathBuf) -> anyhow::Result<Self> {
+    pub(crate) async fn start(binary: &PathBuf) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("switchboard-bench-redis-")
             .tempdir()?;
@@ -78,17 +78,17 @@ impl Redis {
     }
 
     /// `redis://ADDR`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://{}", self.addr)
     }
 
     /// Memory (`VmRSS`) and CPU time.
-    pub fn usage(&self) -> anyhow::Result<Usage> {
+    pub(crate) fn usage(&self) -> anyhow::Result<Usage> {
         procstat::process(self.pid)
     }
 
     /// SIGTERM, then SIGKILL after 10 s.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         let result = terminate(&mut self.child, self.pid, "TERM", Duration::from_secs(10)).await;
         drop(self.dir);
         result

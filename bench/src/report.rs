@@ -7,7 +7,7 @@ use crate::{histogram::Snapshot, procstat::Usage};
 
 /// One measurement of one scenario on one server.
 #[derive(Debug, Clone, Default)]
-pub struct Row {
+pub(crate) struct Row {
     /// Scenario and variant, e.g. `fanout max` or `chat 1/s`.
     pub scenario: String,
     /// `switchboard` or `nchan`.
@@ -45,13 +45,13 @@ pub struct Row {
 
 impl Row {
     /// Fills the latency columns from a histogram.
-    pub fn set_latency(&mut self, h: &Snapshot) {
+    pub(crate) fn set_latency(&mut self, h: &Snapshot) {
         self.latency =
             (h.count() > 0).then(|| [h.quantile(0.5), h.quantile(0.9), h.quantile(0.99), h.max()]);
     }
 
     /// Fills the memory columns from the usage at the end and the baseline.
-    pub fn set_memory(&mut self, baseline: &Usage, now: &Usage) {
+    pub(crate) fn set_memory(&mut self, baseline: &Usage, now: &Usage) {
         self.memory_kib = now.memory_kib;
         if self.conns > 0 {
             self.kib_per_conn =
@@ -60,7 +60,7 @@ impl Row {
     }
 
     /// Fills the CPU columns from usage before and after.
-    pub fn set_cpu(&mut self, before: &Usage, after: &Usage) {
+    pub(crate) fn set_cpu(&mut self, before: &Usage, after: &Usage) {
         self.cpu_secs = after.cpu_secs - before.cpu_secs;
         if self.deliveries > 0 {
             self.cpu_us_per_delivery = Some(self.cpu_secs * 1e6 / self.deliveries as f64);
@@ -108,7 +108,7 @@ fn line(r: &Row) -> String {
 
 /// Prints one row to stderr as soon as it is measured, with its notes (the summary on stdout
 /// follows at the end).
-pub fn print_row(r: &Row) {
+pub(crate) fn print_row(r: &Row) {
     eprintln!("{}", line(r));
     if !r.note.is_empty() {
         eprintln!("  note: {}", r.note);
@@ -125,7 +125,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The median of each column over rows of the same scenario and server.
-pub fn median_row(rows: &[&Row]) -> Row {
+pub(crate) fn median_row(rows: &[&Row]) -> Row {
     let m = |f: &dyn Fn(&Row) -> f64| median(rows.iter().map(|r| f(r)).collect());
     let mo = |f: &dyn Fn(&Row) -> Option<f64>| {
         let v: Vec<f64> = rows.iter().filter_map(|r| f(r)).collect();
@@ -158,7 +158,7 @@ pub fn median_row(rows: &[&Row]) -> Row {
 
 /// The summary: every run, then the median per (scenario, server), then the ratios of
 /// Switchboard to nchan where both ran.
-pub fn summary(rows: &[Row], runs: usize) -> String {
+pub(crate) fn summary(rows: &[Row], runs: usize) -> String {
     let mut out = String::new();
     let mut keys: Vec<(String, String)> = Vec::new();
     for r in rows {

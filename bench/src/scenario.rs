@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// A server with the benchmark's connections open.
-pub struct Session {
+pub(crate) struct Session {
     /// The server under test.
     pub server: Server,
     /// The connections.
@@ -37,7 +37,7 @@ pub struct Session {
 impl Session {
     /// Takes the baseline once the server has settled, then opens `conns` connections and
     /// lets the server settle again.
-    pub async fn open(
+    pub(crate) async fn open(
         server: Server,
         options: &FleetOptions,
         conns: u64,
@@ -80,7 +80,7 @@ impl Session {
     }
 
     /// Closes the connections and stops the server.
-    pub async fn close(self) -> anyhow::Result<()> {
+    pub(crate) async fn close(self) -> anyhow::Result<()> {
         self.fleet.quit().await?;
         self.server.stop().await
     }
@@ -95,7 +95,7 @@ impl Session {
     }
 
     /// Memory held by the open, idle connections.
-    pub fn idle(&self) -> anyhow::Result<Row> {
+    pub(crate) fn idle(&self) -> anyhow::Result<Row> {
         let now = self.server.usage()?;
         let mut row = self.row("idle");
         row.set_memory(&self.baseline, &now);
@@ -108,7 +108,7 @@ impl Session {
 
     /// Fan-out: publishes for `plan.duration` after a warm-up, then waits for every open
     /// connection to have received everything (or `plan.drain`).
-    pub async fn fanout(&mut self, plan: &FanoutPlan) -> anyhow::Result<Row> {
+    pub(crate) async fn fanout(&mut self, plan: &FanoutPlan) -> anyhow::Result<Row> {
         let publisher = self.server.publisher(plan.pad)?;
         self.fleet.reset().await?;
         let warmup = self.publish(&publisher, 0, plan.warmup, plan).await?;
@@ -213,7 +213,7 @@ impl Session {
     /// Chat through `demo-chat`: every connection sends `plan.rate` messages a second to random
     /// peers. Phase 0 is a warm-up; one row per later phase. `during` runs alongside phase `i`
     /// when given (the reload scenario swaps the plugin file then).
-    pub async fn chat(
+    pub(crate) async fn chat(
         &mut self,
         plan: &ChatRun,
         mut during: Option<(usize, &mut Swapper)>,
@@ -350,7 +350,7 @@ fn notes(stats: &WorkerStats, failures: &[Option<String>]) -> String {
 
 /// How to run a fan-out.
 #[derive(Debug, Clone)]
-pub struct FanoutPlan {
+pub(crate) struct FanoutPlan {
     /// Messages per second; 0 for as fast as deliveries keep up.
     pub rate: f64,
     /// Measured publishing time.
@@ -377,7 +377,7 @@ struct Burst {
 
 /// How to run a chat.
 #[derive(Debug, Clone)]
-pub struct ChatRun {
+pub(crate) struct ChatRun {
     /// Messages per second per connection.
     pub rate: f64,
     /// Sending before the measured phases.
@@ -390,7 +390,7 @@ pub struct ChatRun {
 
 /// Replaces a plugin file at a fixed interval with alternating copies: the original and one
 /// with a custom section appended (same code, different bytes, so the host reloads it).
-pub struct Swapper {
+pub(crate) struct Swapper {
     /// The plugin file in the host's plugins folder.
     target: PathBuf,
     /// Where the next version is written before it is renamed over `target` (same file
@@ -406,7 +406,7 @@ pub struct Swapper {
 
 impl Swapper {
     /// Swaps `plugins_dir/file_name` every `every`, staging in `staging_dir`.
-    pub fn new(
+    pub(crate) fn new(
         plugins_dir: &Path,
         file_name: &str,
         staging_dir: &Path,
@@ -427,7 +427,7 @@ impl Swapper {
     }
 
     /// Swaps at every interval until `until`.
-    pub async fn run_until(&mut self, until: Instant) -> anyhow::Result<()> {
+    pub(crate) async fn run_until(&mut self, until: Instant) -> anyhow::Result<()> {
         let mut next = Instant::now();
         while next < until {
             tokio::time::sleep_until(next).await;

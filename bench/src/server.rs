@@ -16,7 +16,7 @@ use crate::{
 
 /// A running server.
 #[derive(Debug)]
-pub enum Server {
+pub(crate) enum Server {
     /// Switchboard hosts; connections are spread over them.
     Switchboard {
         /// The hosts.
@@ -37,7 +37,7 @@ pub enum Server {
 
 impl Server {
     /// `switchboard` or `nchan`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Server::Switchboard { .. } => "switchboard",
             Server::Nchan { .. } => "nchan",
@@ -45,7 +45,7 @@ impl Server {
     }
 
     /// Where clients connect; connection `i` goes to the `i % len`-th.
-    pub fn addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn addrs(&self) -> Vec<SocketAddr> {
         match self {
             Server::Switchboard { hosts, .. } => hosts.iter().map(|h| h.addr).collect(),
             Server::Nchan { nchan, .. } => vec![nchan.addr],
@@ -53,7 +53,7 @@ impl Server {
     }
 
     /// What workers need to know to connect.
-    pub fn worker_kind(&self) -> ServerKind {
+    pub(crate) fn worker_kind(&self) -> ServerKind {
         match self {
             Server::Switchboard { secret, .. } => ServerKind::Switchboard {
                 secret: secret.clone(),
@@ -68,7 +68,7 @@ impl Server {
     }
 
     /// Memory and CPU of the server (summed over every host and Redis, or nginx process).
-    pub fn usage(&self) -> anyhow::Result<Usage> {
+    pub(crate) fn usage(&self) -> anyhow::Result<Usage> {
         match self {
             Server::Switchboard { hosts, redis, .. } => {
                 let mut total = Usage::default();
@@ -86,7 +86,7 @@ impl Server {
 
     /// A publisher of fan-out messages to every connection of the benchmark (the user type for
     /// Switchboard, the shared channel for nchan), through the first host.
-    pub fn publisher(&self, pad: usize) -> anyhow::Result<Publisher> {
+    pub(crate) fn publisher(&self, pad: usize) -> anyhow::Result<Publisher> {
         let (url, api_key) = match self {
             Server::Switchboard { hosts, .. } => (
                 format!("http://{}/api/v1/messages", hosts[0].addr),
@@ -109,7 +109,7 @@ impl Server {
     }
 
     /// Stops every process.
-    pub async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         match self {
             Server::Switchboard { hosts, redis, .. } => {
                 for h in hosts {
@@ -125,7 +125,7 @@ impl Server {
     }
 
     /// The last lines of the server's logs, for error reports.
-    pub fn log_tail(&self) -> String {
+    pub(crate) fn log_tail(&self) -> String {
         match self {
             Server::Switchboard { hosts, .. } => hosts
                 .iter()
@@ -139,7 +139,7 @@ impl Server {
 
 /// Publishes stamped fan-out messages over HTTP.
 #[derive(Debug, Clone)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     client: reqwest::Client,
     url: String,
     /// Switchboard's push API key; `None` for nchan.
@@ -150,7 +150,7 @@ pub struct Publisher {
 
 impl Publisher {
     /// Publishes one message stamped now with `phase`.
-    pub async fn publish(&self, phase: u8) -> anyhow::Result<()> {
+    pub(crate) async fn publish(&self, phase: u8) -> anyhow::Result<()> {
         let request = match self.api_key {
             Some(key) => self
                 .client

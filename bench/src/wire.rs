@@ -14,14 +14,14 @@ use tokio_tungstenite::{
 };
 
 /// A client WebSocket over plain TCP.
-pub type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// The user type every benchmark client has (the fan-out target).
-pub const USER_TYPE: u32 = 2;
+pub(crate) const USER_TYPE: u32 = 2;
 
 /// Microseconds since the Unix epoch. Every process on the machine reads the same clock, so a
 /// stamp written by one process can be compared with a reading in another.
-pub fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
@@ -29,12 +29,12 @@ pub fn now_us() -> u64 {
 }
 
 /// The monotonic instant of a wall-clock time given in µs since the epoch (now, if past).
-pub fn instant_at(us: u64) -> tokio::time::Instant {
+pub(crate) fn instant_at(us: u64) -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_micros(us.saturating_sub(now_us()))
 }
 
 /// An HS256 token for user `user_id` of `USER_TYPE`, valid for a day.
-pub fn token(secret: &str, user_id: u64) -> anyhow::Result<String> {
+pub(crate) fn token(secret: &str, user_id: u64) -> anyhow::Result<String> {
     let exp = now_us() / 1_000_000 + 86_400;
     let claims = json!({ "sub": user_id.to_string(), "user_type": USER_TYPE, "exp": exp });
     let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
@@ -48,12 +48,12 @@ pub fn token(secret: &str, user_id: u64) -> anyhow::Result<String> {
 /// The stamp inside a measured message: `ts=<send time µs> ph=<phase>`. Plain text, so it
 /// reads the same whether it arrives as JSON content, inside a JSON string, or as nchan's raw
 /// message body.
-pub fn stamp(phase: u8) -> String {
+pub(crate) fn stamp(phase: u8) -> String {
     format!("ts={} ph={phase}", now_us())
 }
 
 /// Reads a stamp back: `(send time µs, phase)`.
-pub fn read_stamp(frame: &str) -> Option<(u64, u8)> {
+pub(crate) fn read_stamp(frame: &str) -> Option<(u64, u8)> {
     let at = frame.find("ts=")? + 3;
     let digits = frame[at..].bytes().take_while(u8::is_ascii_digit).count();
     let ts = frame[at..at + digits].parse().ok()?;
@@ -68,12 +68,12 @@ pub fn read_stamp(frame: &str) -> Option<(u64, u8)> {
 
 /// The frame a fan-out subscriber receives, and the body nchan is given to publish. The
 /// Switchboard push carries the same `type` and `content`, so both servers send equal frames.
-pub fn fanout_frame(phase: u8, pad: usize) -> String {
+pub(crate) fn fanout_frame(phase: u8, pad: usize) -> String {
     json!({ "type": "t", "content": { "text": stamp(phase), "pad": "x".repeat(pad) } }).to_string()
 }
 
 /// The push API body that makes the host send [`fanout_frame`] to every benchmark client.
-pub fn fanout_push(phase: u8, pad: usize) -> String {
+pub(crate) fn fanout_push(phase: u8, pad: usize) -> String {
     json!({
         "to": { "user_type": USER_TYPE },
         "type": "t",
@@ -83,7 +83,7 @@ pub fn fanout_push(phase: u8, pad: usize) -> String {
 }
 
 /// A `demo-chat` message to user `to`.
-pub fn chat_frame(phase: u8, to: u64) -> String {
+pub(crate) fn chat_frame(phase: u8, to: u64) -> String {
     json!({
         "type": "demo-message-send",
         "content": { "text": stamp(phase), "toUserId": to.to_string() },
@@ -92,7 +92,7 @@ pub fn chat_frame(phase: u8, to: u64) -> String {
 }
 
 /// The `code` of an error envelope, if `frame` is one.
-pub fn error_code(frame: &str) -> Option<String> {
+pub(crate) fn error_code(frame: &str) -> Option<String> {
     if !frame.starts_with(r#"{"type":"error""#) {
         return None;
     }
@@ -114,7 +114,7 @@ fn ws_config() -> WebSocketConfig {
 }
 
 /// Opens `url` on `server` from `source` (port chosen by the kernel), within `timeout`.
-pub async fn connect(
+pub(crate) async fn connect(
     source: Ipv4Addr,
     server: SocketAddr,
     url: &str,

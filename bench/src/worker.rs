@@ -35,11 +35,11 @@ use crate::{
 };
 
 /// Phases a run may have (e.g. warm-up, steady, reload). A stamp names its phase.
-pub const PHASES: usize = 4;
+pub(crate) const PHASES: usize = 4;
 
 /// What a worker connects to, sent once as its first line.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Which server and how to address it.
     pub server: ServerKind,
     /// Server addresses; connection `i` goes to `targets[i % len]`.
@@ -59,7 +59,7 @@ pub struct Spec {
 /// The server a worker talks to.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ServerKind {
+pub(crate) enum ServerKind {
     /// A Switchboard host: `/ws?token=...`, a session greeting first.
     Switchboard {
         /// The HS256 secret to sign tokens with.
@@ -75,7 +75,7 @@ pub enum ServerKind {
 /// What the parent asks of a worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Command {
+pub(crate) enum Command {
     /// Open every connection; answered by [`Event::Connected`].
     Connect,
     /// Start sending chat messages.
@@ -92,7 +92,7 @@ pub enum Command {
 /// Every connection sends `rate` messages per second to random peers from `start_at_us` until
 /// `end_at_us` (wall clock, µs), each at its own phase offset so sends are spread evenly.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChatPlan {
+pub(crate) struct ChatPlan {
     /// When sending starts.
     pub start_at_us: u64,
     /// When phase `p + 1` starts; before the first entry it is phase 0.
@@ -115,7 +115,7 @@ impl ChatPlan {
 /// What a worker reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub(crate) enum Event {
     /// Every connection was attempted.
     Connected {
         /// Connections open (for Switchboard: greeted with their session).
@@ -135,7 +135,7 @@ pub enum Event {
 
 /// Running counters of a worker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Messages sent (chat).
     pub sent: u64,
     /// Stamped frames received.
@@ -150,7 +150,7 @@ pub struct Progress {
 
 /// Everything a worker measured.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct WorkerStats {
+pub(crate) struct WorkerStats {
     /// Messages sent, by phase.
     pub sent: Vec<u64>,
     /// Stamped frames received, by phase of their stamp.
@@ -169,7 +169,7 @@ pub struct WorkerStats {
 
 impl WorkerStats {
     /// Adds another worker's figures.
-    pub fn merge(&mut self, other: &WorkerStats) {
+    pub(crate) fn merge(&mut self, other: &WorkerStats) {
         let grow = |v: &mut Vec<u64>, o: &Vec<u64>| {
             v.resize(v.len().max(o.len()), 0);
             v.iter_mut().zip(o).for_each(|(a, b)| *a += b);
@@ -195,12 +195,12 @@ impl WorkerStats {
     }
 
     /// Error envelopes of every code.
-    pub fn error_total(&self) -> u64 {
+    pub(crate) fn error_total(&self) -> u64 {
         self.errors.values().sum()
     }
 
     /// Connections that closed.
-    pub fn closed_total(&self) -> u64 {
+    pub(crate) fn closed_total(&self) -> u64 {
         self.closed.values().sum()
     }
 }
@@ -319,7 +319,7 @@ impl XorShift {
 }
 
 /// The `switchboard-bench worker` entry point.
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

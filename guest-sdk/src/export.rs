@@ -8,6 +8,7 @@ use crate::bindings::switchboard::plugin::types as wit;
 use crate::{Content, Context, Listener};
 
 /// Implements the generated `Guest` trait for any [`Listener`] `T`.
+#[derive(Debug)]
 pub struct Adapter<T>(PhantomData<fn() -> T>);
 
 impl<T: Listener> Guest for Adapter<T> {

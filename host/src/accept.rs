@@ -39,7 +39,7 @@ const HEADROOM: usize = 256;
 
 /// The connection caps in force, derived from `[server]` and the open-file limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Open TCP connections of every kind.
     pub open: usize,
     /// Open connections that have not authenticated.
@@ -51,7 +51,7 @@ pub struct Limits {
 
 impl Limits {
     /// The caps for `server` given the process's open-file limit (`None`: unknown).
-    pub fn new(server: &ServerConfig, open_files: Option<u64>) -> anyhow::Result<Self> {
+    pub(crate) fn new(server: &ServerConfig, open_files: Option<u64>) -> anyhow::Result<Self> {
         let allowed = open_files.map(|n| n.saturating_sub(RESERVED_FDS) as usize);
         let derived = server.max_open_connections == 0;
         let wanted = if derived {
@@ -96,7 +96,7 @@ impl Limits {
 
 /// Raises the soft open-file limit to the hard one (as Go's runtime does), and returns it.
 #[cfg(unix)]
-pub fn raise_open_file_limit() -> Option<u64> {
+pub(crate) fn raise_open_file_limit() -> Option<u64> {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
@@ -121,7 +121,7 @@ pub fn raise_open_file_limit() -> Option<u64> {
 /// What a request knows about its connection. Cheap to clone; the connection's
 /// open-connection permit lives until the last clone is dropped.
 #[derive(Clone, Debug)]
-pub struct Conn(Arc<ConnInner>);
+pub(crate) struct Conn(Arc<ConnInner>);
 
 #[derive(Debug)]
 struct ConnInner {
@@ -136,13 +136,13 @@ struct ConnInner {
 
 impl Conn {
     /// The client's address.
-    pub fn peer(&self) -> IpAddr {
+    pub(crate) fn peer(&self) -> IpAddr {
         self.0.peer.ip()
     }
 
     /// The connection authenticated (a valid token or API key): it leaves the pending set
     /// and can no longer be closed to make room for newcomers.
-    pub fn authenticated(&self) {
+    pub(crate) fn authenticated(&self) {
         self.0.pending.remove(self.0.id);
     }
 }
@@ -185,7 +185,7 @@ impl Pending {
 
 /// Serves `router` on `listener` until `shutdown` is cancelled; then asks every connection to
 /// finish its current request and waits for them (the caller bounds how long).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: axum::Router,
     server: ServerConfig,

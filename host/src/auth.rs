@@ -86,7 +86,7 @@ pub fn find_token(query: Option<&str>, headers: &HeaderMap) -> Result<FoundToken
 
 /// The value of `Authorization: Bearer <value>` (scheme case-insensitive, RFC 7235), if the
 /// header has that form.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers
         .get(http::header::AUTHORIZATION)?
         .to_str()
@@ -125,7 +125,7 @@ pub enum AuthError {
 
 impl AuthError {
     /// Stable error code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing_token",
             AuthError::Ambiguous => "ambiguous_token",
@@ -320,7 +320,7 @@ impl Authenticator {
     }
 
     /// Signs a token for `principal` valid for `ttl`. Needs a secret or a private key.
-    pub fn issue(&self, principal: &Principal, ttl: Duration) -> anyhow::Result<String> {
+    pub(crate) fn issue(&self, principal: &Principal, ttl: Duration) -> anyhow::Result<String> {
         let key = self.encoding.as_ref().context(
             "signing needs auth.jwt_secret, or auth.jwt_private_key_file with a public key",
         )?;

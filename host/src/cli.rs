@@ -7,7 +7,6 @@ use clap::{Parser, Subcommand};
 
 use crate::{
     auth::{Authenticator, Principal},
-    cluster::local::LocalBroker,
     config::Config,
     delivery::Hub,
     plugins::{
@@ -110,12 +109,7 @@ pub async fn plugin_check(config: &Config, file: &std::path::Path) -> anyhow::Re
         anyhow::bail!("{} is not a .wasm file", file.display());
     }
     let runtime = Arc::new(Runtime::new(&config.plugins)?);
-    let hub = Arc::new(Hub {
-        registry: Registry::new(1),
-        broker: Arc::new(LocalBroker),
-        node_id: "check".into(),
-        presence: None,
-    });
+    let hub = Hub::single_node(Registry::new(1), "check".into());
     let cx = LoadContext {
         runtime: &runtime,
         cache: None,
@@ -123,11 +117,5 @@ pub async fn plugin_check(config: &Config, file: &std::path::Path) -> anyhow::Re
         hub: &hub,
     };
     let plugin = LoadedPlugin::load(&cx, dir, key, Default::default()).await?;
-    let mut status = plugin.status();
-    if let Some(obj) = status.as_object_mut() {
-        for counter in ["calls", "errors", "faults", "last_error", "loaded_at"] {
-            obj.remove(counter);
-        }
-    }
-    Ok(serde_json::to_string_pretty(&status)?)
+    Ok(serde_json::to_string_pretty(&plugin.description())?)
 }

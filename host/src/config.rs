@@ -8,16 +8,12 @@
 mod check;
 mod endpoints;
 mod env;
+pub mod plugin_ranges;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-
-pub use self::{
-    check::{MAX_CLUSTER_NAME_LEN, MAX_NODE_ID_LEN},
-    endpoints::{BUILT_IN as BUILT_IN_ROUTES, MAX_PATH_LEN as MAX_ENDPOINT_PATH_LEN},
-};
 
 /// A setting that is out of range or conflicts with another: the key and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +125,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:48080".parse().expect("valid default address"),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 48080)),
             max_connections: 19_000,
             max_connections_per_user: 64,
             max_frame_bytes: 64 * 1024,
@@ -468,7 +464,7 @@ impl Config {
         check::auth(&self.auth)?;
         check::cluster(&self.cluster)?;
         endpoints::check(&self.endpoints)?;
-        crate::plugins::ranges::check_host(&self.plugins)?;
+        plugin_ranges::check_host(&self.plugins)?;
         Ok(())
     }
 }

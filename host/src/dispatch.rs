@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use serde_json::value::RawValue;
 
-use crate::sessions::Session;
+use crate::{sessions::Session, status::PluginsStatus};
 
 /// Why a message was not handled. `code()` is part of the public protocol.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub enum DispatchError {
 
 impl DispatchError {
     /// Stable error code sent to clients.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             DispatchError::UnknownType(_) => "unknown_type",
             DispatchError::InvalidContent(_) => "invalid_content",
@@ -46,7 +46,7 @@ impl DispatchError {
 }
 
 /// Routes messages to listeners and tells listeners about sessions coming and going.
-pub trait Dispatcher: Send + Sync + 'static {
+pub(crate) trait Dispatcher: Send + Sync + 'static {
     /// Handles one message from `from`. Messages of one session are dispatched one at a time,
     /// in order.
     fn dispatch(
@@ -64,7 +64,7 @@ pub trait Dispatcher: Send + Sync + 'static {
     fn disconnected(&self, session: Arc<Session>) -> BoxFuture<'static, ()>;
 
     /// Listener status for `GET /api/v1/plugins`.
-    fn status(&self) -> serde_json::Value;
+    fn status(&self) -> PluginsStatus;
 
     /// Whether the initial set of listeners has been loaded (for `/readyz`).
     fn ready(&self) -> bool;

@@ -25,15 +25,15 @@ pub enum Profile {
 
 impl Profile {
     /// Number of profiles; outbound frames cache one encoding per profile.
-    pub const COUNT: usize = 3;
+    pub(crate) const COUNT: usize = 3;
 
     /// Stable index for per-profile caches.
-    pub fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         self as usize
     }
 
     /// Name as written in the config and shown in metrics.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Profile::Native => "native",
             Profile::Yudao => "yudao",
@@ -43,7 +43,7 @@ impl Profile {
 
     /// Whether bad input is answered with an error envelope (else logged and dropped, because
     /// the framework's front end would not understand the answer).
-    pub fn answers_errors(self) -> bool {
+    pub(crate) fn answers_errors(self) -> bool {
         self == Profile::Native
     }
 
@@ -60,7 +60,7 @@ impl Profile {
 
     /// [`Profile::parse`], refusing message content nested deeper than `max_depth` (objects and
     /// arrays), so no client can pass a structure that breaks other clients' parsers.
-    pub fn parse_limited(
+    pub(crate) fn parse_limited(
         self,
         text: &str,
         text_type: &str,
@@ -78,8 +78,7 @@ impl Profile {
         match self {
             Profile::Native => encode_envelope(msg_type, content.get()),
             Profile::Yudao => {
-                let as_string =
-                    serde_json::to_string(content.get()).expect("a string always serializes");
+                let as_string = json_string(content.get());
                 encode_envelope(msg_type, &as_string)
             }
             Profile::RuoyiPlus => match serde_json::from_str::<String>(content.get()) {
@@ -126,7 +125,7 @@ pub enum EnvelopeError {
 
 impl EnvelopeError {
     /// Stable error code sent to clients.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             EnvelopeError::Malformed(_) => "malformed_json",
             EnvelopeError::MissingType => "missing_type",
@@ -139,7 +138,7 @@ impl EnvelopeError {
 
 /// Refuses JSON `text` whose objects and arrays nest deeper than `max_depth`. A scan of the
 /// bytes: no parse, no recursion, stops at the first level too deep.
-pub fn check_depth(text: &str, max_depth: usize) -> Result<(), EnvelopeError> {
+pub(crate) fn check_depth(text: &str, max_depth: usize) -> Result<(), EnvelopeError> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
@@ -169,7 +168,7 @@ pub fn check_depth(text: &str, max_depth: usize) -> Result<(), EnvelopeError> {
 }
 
 /// Longest accepted message type.
-pub const MAX_TYPE_LEN: usize = 128;
+pub(crate) const MAX_TYPE_LEN: usize = 128;
 
 #[derive(Clone, Copy)]
 enum ContentForm {
@@ -217,8 +216,7 @@ fn parse_plain(text: &str, text_type: &str) -> Result<Inbound, EnvelopeError> {
     if is_json_ping(text) {
         return Ok(Inbound::Reply(text.to_owned()));
     }
-    let content = RawValue::from_string(serde_json::to_string(text).expect("string serializes"))
-        .expect("serialized string is valid JSON");
+    let content = json_string_value(text);
     Ok(Inbound::Message {
         msg_type: text_type.to_owned(),
         content,
@@ -239,17 +237,28 @@ fn is_json_ping(text: &str) -> bool {
 fn json_text_or_string(inner: &str) -> Box<RawValue> {
     match serde_json::from_str::<&RawValue>(inner) {
         Ok(v) => v.to_owned(),
-        Err(_) => RawValue::from_string(serde_json::to_string(inner).expect("string serializes"))
-            .expect("serialized string is valid JSON"),
+        Err(_) => json_string_value(inner),
     }
 }
 
+/// `text` as a JSON string literal, quoted and escaped.
+#[expect(clippy::expect_used, reason = "serializing a string cannot fail")]
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).expect("a string serializes")
+}
+
+/// `text` as a JSON string value.
+#[expect(clippy::expect_used, reason = "a serialized string is valid JSON")]
+fn json_string_value(text: &str) -> Box<RawValue> {
+    RawValue::from_string(json_string(text)).expect("a JSON string literal is JSON")
+}
+
 fn null_json() -> Box<RawValue> {
-    RawValue::from_string("null".into()).expect("null is JSON")
+    RawValue::NULL.to_owned()
 }
 
 fn encode_envelope(msg_type: &str, content_json: &str) -> String {
-    let type_json = serde_json::to_string(msg_type).expect("a string always serializes");
+    let type_json = json_string(msg_type);
     let mut out = String::with_capacity(type_json.len() + content_json.len() + 24);
     out.push_str("{\"type\":");
     out.push_str(&type_json);
@@ -260,7 +269,7 @@ fn encode_envelope(msg_type: &str, content_json: &str) -> String {
 }
 
 /// The native profile's error envelope: `{"type":"error","content":{"code","message",...}}`.
-pub fn error_frame(code: &str, message: &str, msg_type: Option<&str>) -> String {
+pub(crate) fn error_frame(code: &str, message: &str, msg_type: Option<&str>) -> String {
     let content = serde_json::json!({ "code": code, "message": message, "type": msg_type });
     encode_envelope("error", &content.to_string())
 }

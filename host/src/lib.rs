@@ -6,38 +6,67 @@
 //!
 //! # Layout
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`config`] | the TOML file and `SWITCHBOARD_<SECTION>__<KEY>` overrides |
-//! | [`auth`] | tokens: where they are found, JWT verification, dev tokens |
-//! | [`envelope`] | the wire format and the compatibility profiles |
-//! | [`sessions`] | the session registry and each session's bounded outbound queue |
-//! | [`delivery`] | targets, scopes, encode-once fan-out, the [`delivery::Hub`] |
-//! | [`dispatch`] | the [`dispatch::Dispatcher`] seam between transports and listeners |
-//! | [`transport`] | connection tasks: upgrade, read loop, write loop, heartbeats |
-//! | [`close_codes`] | every close code the host sends, and what a client should do |
-//! | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports |
-//! | [`cluster`] | the broker that joins hosts into a cluster |
-//! | [`api`] | the HTTP API: push, presence, plugins, health, metrics |
-//! | [`accept`] | the accept loop: connection caps, header timeout, per-connection context |
-//! | [`telemetry`] | every metric, described and registered at zero in one place |
-//! | [`server`] | [`server::run`]: wires everything into one server |
-//! | [`web`] | the demo web page, embedded in the binary |
-//! | [`cli`] | the `switchboard` command line |
+//! Modules are layered: each imports only from the layers below it (a test reads the imports
+//! and refuses a cycle). A message flows up and back down the layers in a straight line:
+//! socket (`transport`) → envelope ([`envelope`]) → route and plugin (`dispatch`,
+//! [`plugins`]) → send ([`delivery`]) → queue ([`sessions`], `frame`) → socket.
+//!
+//! | layer | module | owns |
+//! |---|---|---|
+//! | 0 | [`config`] | the TOML file, `SWITCHBOARD_<SECTION>__<KEY>` overrides, every range |
+//! | 0 | [`envelope`] | the wire format and the compatibility profiles |
+//! | 0 | [`close_codes`] | every close code the host sends, and what a client should do |
+//! | 0 | `telemetry` | every metric, described and registered at zero in one place |
+//! | 0 | `target` | who a message goes to: targets and tenant scopes |
+//! | 1 | [`auth`] | tokens: where they are found, JWT verification, dev tokens |
+//! | 1 | `frame` | what a session's queue holds: shared encode-once messages |
+//! | 1 | `status` | the typed plugin status the API answers |
+//! | 2 | [`sessions`] | the session registry and each session's bounded outbound queue |
+//! | 3 | `rate` | token buckets, each session's message gate, per-source handshake budgets |
+//! | 3 | `cluster` | the broker that joins hosts into a cluster, and cluster presence |
+//! | 4 | [`delivery`] | encode-once fan-out to local sessions, the [`delivery::Hub`] |
+//! | 5 | `dispatch` | the seam between transports and listeners |
+//! | 6 | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports |
+//! | 7 | `http_error`, `accept`, `state` | the HTTP error shape, the accept loop, handler state |
+//! | 8 | `transport`, `api`, `web` | connections, the HTTP API, the demo page |
+//! | 9 | [`server`] | [`server::run`]: wires everything into one server |
+//! | 10 | [`cli`] | the `switchboard` command line |
+//!
+//! # Public API
+//!
+//! The binary, the end-to-end tests and the benchmarks use the library through:
+//! - [`server::run`]: a host on a listener the caller bound, until a shutdown future resolves;
+//! - [`config::Config`] and its sections: parse, validate and override a configuration;
+//! - [`cli`]: the command line, `token` and `plugin_check`;
+//! - [`envelope::Profile`] and [`auth`]'s token extraction and verification (property tests);
+//! - [`plugins`]' runtime, code cache, loaded plugin and sidecar, with [`delivery::Hub`],
+//!   [`sessions::Registry`] and [`sessions::Session`], to call a plugin without a server
+//!   (the dispatch benchmark and the polyglot tests);
+//! - [`close_codes`]: what clients are told when the host closes a connection.
+//!
+//! Everything else is `pub(crate)`.
 
-pub mod accept;
-pub mod api;
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub(crate) mod accept;
+pub(crate) mod api;
 pub mod auth;
 pub mod cli;
 pub mod close_codes;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
 pub mod envelope;
+pub mod frame;
+pub(crate) mod http_error;
 pub mod plugins;
+pub(crate) mod rate;
 pub mod server;
 pub mod sessions;
-pub mod telemetry;
-pub mod transport;
-pub mod web;
+pub(crate) mod state;
+pub(crate) mod status;
+pub(crate) mod target;
+pub(crate) mod telemetry;
+pub(crate) mod transport;
+pub(crate) mod web;

@@ -2,102 +2,24 @@
 //! part and serves until shutdown. `main` only parses the command line, loads the config and
 //! binds, so tests run real servers on `127.0.0.1:0` with a shutdown of their own.
 
-use std::{
-    future::Future,
-    sync::{Arc, OnceLock},
-    time::Duration,
-};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use axum::{Router, routing::get};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api,
     auth::Authenticator,
-    cluster::{self, Broker, presence::ClusterPresence},
+    cluster::{self, presence::ClusterPresence},
     config::{BrokerKind, Config, TransportKind},
     delivery::Hub,
-    dispatch::Dispatcher,
     plugins::PluginHost,
     sessions::Registry,
+    state::AppState,
     transport,
 };
-
-/// What every handler can reach. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// The configuration in force.
-    pub config: Arc<Config>,
-    /// Verifies client tokens.
-    pub auth: Arc<Authenticator>,
-    /// Delivery to local sessions and the cluster.
-    pub hub: Arc<Hub>,
-    /// Routes client messages to listeners.
-    pub dispatcher: Arc<dyn Dispatcher>,
-    /// One permit per open connection: `server.max_connections`.
-    pub connections: Arc<Semaphore>,
-    /// Node-wide handshake rate: `server.handshakes_per_sec`, spent on valid tokens only.
-    pub handshakes: Arc<parking_lot::Mutex<crate::transport::rate::TokenBucket>>,
-    /// Handshake rate per source address: `server.handshakes_per_source_per_sec`.
-    pub sources: Arc<crate::transport::sources::SourceBudgets>,
-    /// Each session's message budget and ordering, and per-user budgets of session-less
-    /// dispatches.
-    pub gates: Arc<crate::transport::gate::Gates>,
-    /// Cancelled when the host starts shutting down; every session's closer is a child.
-    pub shutdown: CancellationToken,
-    /// Connection tasks, so shutdown can wait for them.
-    pub tracker: TaskTracker,
-    /// Renders `/metrics`.
-    pub metrics: PrometheusHandle,
-}
-
-impl AppState {
-    /// A new session id, unguessable and unique in the cluster (see
-    /// [`crate::sessions::new_session_id`]).
-    pub fn next_session_id(&self) -> Arc<str> {
-        crate::sessions::new_session_id(&self.hub.node_id)
-    }
-}
-
-/// How often histogram samples are folded into their buckets.
-const METRICS_UPKEEP: Duration = Duration::from_secs(5);
-
-/// The process-wide Prometheus recorder (the `metrics` facade allows one per process).
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let buckets = [
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                0.1, 0.25, 0.5, 1.0, 2.5,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&buckets)
-                .expect("buckets are not empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (e.g. by an embedding program); then
-            // this handle renders an empty page rather than failing the host.
-            let _ = metrics::set_global_recorder(recorder);
-            // Histogram samples pile up (8 bytes each) until drained into buckets; without a
-            // scraper they would grow with every plugin call, so drain them on a timer.
-            let upkeep = handle.clone();
-            std::thread::Builder::new()
-                .name("metrics-upkeep".into())
-                .spawn(move || {
-                    loop {
-                        std::thread::sleep(METRICS_UPKEEP);
-                        upkeep.run_upkeep();
-                    }
-                })
-                .expect("spawning the metrics upkeep thread");
-            handle
-        })
-        .clone()
-}
 
 fn node_id(config: &Config) -> Arc<str> {
     match &config.cluster.node_id {
@@ -110,7 +32,7 @@ fn node_id(config: &Config) -> Arc<str> {
 }
 
 /// Builds the application router for `state`.
-pub fn app(state: AppState) -> Router {
+pub(crate) fn app(state: AppState) -> Router {
     let mut router = api::routes(&state).merge(crate::web::routes(state.config.server.dev_tokens));
     for endpoint in state.config.effective_endpoints() {
         let path = endpoint.path.clone();
@@ -129,13 +51,15 @@ pub fn app(state: AppState) -> Router {
         };
     }
     router
+        .fallback(crate::http_error::no_route)
+        .method_not_allowed_fallback(crate::http_error::wrong_method)
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
 /// [`app`], refusing with an error instead of panicking when the router rejects a route.
 /// Config validation refuses clashing endpoint paths first; this is the last guard.
-pub fn checked_app(state: AppState) -> anyhow::Result<Router> {
+pub(crate) fn checked_app(state: AppState) -> anyhow::Result<Router> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| app(state))).map_err(|panic| {
         let why = panic
             .downcast_ref::<String>()
@@ -155,7 +79,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // First: metric handles taken while starting (a plugin's counters) bind to the recorder
     // installed at that moment.
-    let metrics = metrics_handle();
+    let metrics = crate::telemetry::recorder()?;
     crate::telemetry::describe();
     let limits =
         crate::accept::Limits::new(&config.server, crate::accept::raise_open_file_limit())?;
@@ -169,15 +93,7 @@ pub async fn run(
     // start leaves nothing running and no presence behind.
     let cluster_guard = cluster_stop.clone().drop_guard();
     let (hub, inbound) = match config.cluster.broker {
-        BrokerKind::Local => {
-            let hub = Hub {
-                registry,
-                broker: Arc::new(cluster::local::LocalBroker),
-                node_id: node_id.clone(),
-                presence: None,
-            };
-            (Arc::new(hub), None)
-        }
+        BrokerKind::Local => (Hub::single_node(registry, node_id.clone()), None),
         BrokerKind::Redis => {
             let client = redis::Client::open(config.cluster.redis_url.as_str())
                 .context("cluster.redis_url")?;
@@ -196,13 +112,9 @@ pub async fn run(
                 registry.clone(),
                 cluster_stop.clone(),
             )?;
-            let hub = Hub {
-                registry,
-                broker: broker as Arc<dyn Broker>,
-                node_id: node_id.clone(),
-                presence: Some(Arc::new(ClusterPresence::Redis(presence))),
-            };
-            (Arc::new(hub), Some(inbound))
+            let presence = ClusterPresence::Redis(presence);
+            let hub = Hub::clustered(registry, broker, node_id.clone(), presence);
+            (hub, Some(inbound))
         }
         BrokerKind::Nats => {
             let (broker, inbound, presence) = cluster::nats::start(
@@ -212,13 +124,9 @@ pub async fn run(
                 cluster_stop.clone(),
             )
             .await?;
-            let hub = Hub {
-                registry,
-                broker: broker as Arc<dyn Broker>,
-                node_id: node_id.clone(),
-                presence: Some(Arc::new(ClusterPresence::Nats(presence))),
-            };
-            (Arc::new(hub), Some(inbound))
+            let presence = ClusterPresence::Nats(presence);
+            let hub = Hub::clustered(registry, broker, node_id.clone(), presence);
+            (hub, Some(inbound))
         }
     };
     if let Some(mut inbound) = inbound {
@@ -238,17 +146,15 @@ pub async fn run(
         hub,
         dispatcher: plugins.clone(),
         connections: Arc::new(Semaphore::new(limits.sessions)),
-        handshakes: Arc::new(parking_lot::Mutex::new(
-            crate::transport::rate::TokenBucket::new(
-                config.server.handshakes_per_sec,
-                config.server.handshakes_burst,
-            ),
-        )),
-        sources: Arc::new(crate::transport::sources::SourceBudgets::new(
+        handshakes: Arc::new(parking_lot::Mutex::new(crate::rate::TokenBucket::new(
+            config.server.handshakes_per_sec,
+            config.server.handshakes_burst,
+        ))),
+        sources: Arc::new(crate::rate::sources::SourceBudgets::new(
             config.server.handshakes_per_source_per_sec,
             config.server.handshakes_per_source_burst,
         )),
-        gates: crate::transport::gate::Gates::new(
+        gates: crate::rate::gate::Gates::new(
             config.server.messages_per_sec,
             config.server.messages_burst,
         ),

@@ -12,23 +12,11 @@ use std::{
     },
 };
 
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{
-    auth::Principal, close_codes, config::TransportKind, delivery::Outbound, envelope::Profile,
-};
-
-/// One item of a session's outbound queue.
-#[derive(Debug, Clone)]
-pub enum Frame {
-    /// A delivered message, encoded per profile on first use.
-    Message(Arc<Outbound>),
-    /// A reply already encoded for this session (pong, error envelope).
-    Text(Utf8Bytes),
-}
+use crate::{auth::Principal, close_codes, config::TransportKind, envelope::Profile, frame::Frame};
 
 /// Random bits in a session id: enough that ids can be neither guessed nor repeated.
 const SESSION_ID_RANDOM_BYTES: usize = 16;
@@ -36,14 +24,14 @@ const SESSION_ID_RANDOM_BYTES: usize = 16;
 /// A new session id: `<node id>-<32 hex digits>`, the digits 128 bits from the OS-seeded
 /// CSPRNG. Unguessable, so a session id grants nothing by itself being known to exist, and
 /// never reused across restarts, so a back end holding an old id cannot reach a new session.
-pub fn new_session_id(node_id: &str) -> Arc<str> {
+pub(crate) fn new_session_id(node_id: &str) -> Arc<str> {
     let bytes: [u8; SESSION_ID_RANDOM_BYTES] = rand::random();
     format!("{node_id}-{}", hex::encode(bytes)).into()
 }
 
 /// The node id a session id names: everything before the last `-` (the random part has
 /// none), so node ids that prefix each other (`a`, `a-1`) are told apart.
-pub fn node_of(session_id: &str) -> Option<&str> {
+pub(crate) fn node_of(session_id: &str) -> Option<&str> {
     let (node, random) = session_id.rsplit_once('-')?;
     (random.len() == 2 * SESSION_ID_RANDOM_BYTES).then_some(node)
 }
@@ -69,7 +57,7 @@ pub struct Session {
 
 /// Result of queueing a frame for a session.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Pushed {
+pub(crate) enum Pushed {
     /// In the queue.
     Queued,
     /// The queue was full: the session is being closed as a slow consumer.
@@ -104,7 +92,7 @@ impl Session {
 
     /// Queues a frame without waiting. A full queue closes the session: a client that does not
     /// read must never slow down deliveries to others.
-    pub fn push(&self, frame: Frame) -> Pushed {
+    pub(crate) fn push(&self, frame: Frame) -> Pushed {
         match self.queue.try_send(frame) {
             Ok(()) => Pushed::Queued,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -122,7 +110,7 @@ impl Session {
     }
 
     /// Asks the connection to close with `code`. The first code asked for wins.
-    pub fn close(&self, code: u16) {
+    pub(crate) fn close(&self, code: u16) {
         let _ = self
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
@@ -130,17 +118,18 @@ impl Session {
     }
 
     /// Resolves when the session has been asked to close (or the host shuts down).
-    pub async fn closing(&self) {
+    pub(crate) async fn closing(&self) {
         self.closer.cancelled().await
     }
 
     /// Whether the session has been asked to close.
-    pub fn is_closing(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_closing(&self) -> bool {
         self.closer.is_cancelled()
     }
 
     /// The code to close with: the one asked for, else 1001 (host going away).
-    pub fn close_code(&self) -> u16 {
+    pub(crate) fn close_code(&self) -> u16 {
         match self.close_code.load(Ordering::Acquire) {
             0 => close_codes::GOING_AWAY,
             code => code,
@@ -154,7 +143,7 @@ impl Session {
 
 /// A user within a tenant: the key of the per-user index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct UserKey {
+pub(crate) struct UserKey {
     /// The tenant (`None`: no tenant).
     pub tenant: Option<Arc<str>>,
     /// The user type.
@@ -165,7 +154,7 @@ pub struct UserKey {
 
 impl UserKey {
     /// The key of the user a principal names.
-    pub fn of(principal: &Principal) -> Self {
+    pub(crate) fn of(principal: &Principal) -> Self {
         Self {
             tenant: principal.tenant_id.clone(),
             user_type: principal.user_type,
@@ -235,7 +224,7 @@ impl Registry {
     /// Adds a session that replaces the user's sessions for which `replaces` is true: those
     /// do not count against the per-user limit, and are closed with 4002 only once the new
     /// one is registered, so a refused newcomer leaves the user's sessions as they were.
-    pub fn register_replacing(
+    pub(crate) fn register_replacing(
         self: &Arc<Self>,
         session: Arc<Session>,
         replaces: impl Fn(&Session) -> bool,
@@ -313,19 +302,19 @@ impl Registry {
     }
 
     /// Signalled after sessions come or go.
-    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+    pub(crate) fn changes(&self) -> Arc<tokio::sync::Notify> {
         self.changed.clone()
     }
 
     /// Starts recording which users' session counts change, for `take_changed_users`. The
     /// taker must take regularly: the set holds every user changed since the last take.
-    pub fn track_user_changes(&self) {
+    pub(crate) fn track_user_changes(&self) {
         self.index.write().changed_users.get_or_insert_default();
     }
 
     /// The users whose session count changed since the last call, with their count now (0:
     /// no session left here).
-    pub fn take_changed_users(&self) -> Vec<(UserKey, usize)> {
+    pub(crate) fn take_changed_users(&self) -> Vec<(UserKey, usize)> {
         let mut index = self.index.write();
         let changed = match &mut index.changed_users {
             Some(changed) => std::mem::take(changed),
@@ -341,7 +330,7 @@ impl Registry {
     }
 
     /// Every user with their number of sessions here.
-    pub fn user_counts(&self) -> Vec<(UserKey, usize)> {
+    pub(crate) fn user_counts(&self) -> Vec<(UserKey, usize)> {
         let index = self.index.read();
         index
             .by_user
@@ -351,34 +340,29 @@ impl Registry {
     }
 
     /// Number of open sessions.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.index.read().by_id.len()
     }
 
-    /// Whether no session is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Number of distinct users with a session.
-    pub fn user_count(&self) -> usize {
+    pub(crate) fn user_count(&self) -> usize {
         self.index.read().by_user.len()
     }
 
     /// A session by id.
-    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Session>> {
         self.index.read().by_id.get(id).cloned()
     }
 
     /// Calls `f` for every session of the user.
-    pub fn for_user(&self, key: &UserKey, mut f: impl FnMut(&Arc<Session>)) {
+    pub(crate) fn for_user(&self, key: &UserKey, mut f: impl FnMut(&Arc<Session>)) {
         if let Some(list) = self.index.read().by_user.get(key) {
             list.iter().for_each(&mut f);
         }
     }
 
     /// Calls `f` for every session of a user in every tenant: O(that user's sessions).
-    pub fn for_user_any_tenant(
+    pub(crate) fn for_user_any_tenant(
         &self,
         user_type: u32,
         user_id: &Arc<str>,
@@ -401,7 +385,7 @@ impl Registry {
     }
 
     /// Number of sessions of a user here, in every tenant.
-    pub fn user_sessions_any_tenant(&self, user_type: u32, user_id: &Arc<str>) -> usize {
+    pub(crate) fn user_sessions_any_tenant(&self, user_type: u32, user_id: &Arc<str>) -> usize {
         let mut n = 0;
         self.for_user_any_tenant(user_type, user_id, |_| n += 1);
         n
@@ -409,7 +393,7 @@ impl Registry {
 
     /// Calls `f` for every session of a user type; `tenant` `Some(t)` limits it to one tenant,
     /// `None` to every tenant.
-    pub fn for_user_type(
+    pub(crate) fn for_user_type(
         &self,
         tenant: Option<&Option<Arc<str>>>,
         user_type: u32,
@@ -432,7 +416,11 @@ impl Registry {
     }
 
     /// Calls `f` for every session; `tenant` as in [`Registry::for_user_type`].
-    pub fn for_all(&self, tenant: Option<&Option<Arc<str>>>, mut f: impl FnMut(&Arc<Session>)) {
+    pub(crate) fn for_all(
+        &self,
+        tenant: Option<&Option<Arc<str>>>,
+        mut f: impl FnMut(&Arc<Session>),
+    ) {
         let index = self.index.read();
         match tenant {
             Some(t) => index
@@ -446,7 +434,11 @@ impl Registry {
     }
 
     /// Ids of the users of a user type that have a session here.
-    pub fn online_users(&self, tenant: Option<&Option<Arc<str>>>, user_type: u32) -> Vec<String> {
+    pub(crate) fn online_users(
+        &self,
+        tenant: Option<&Option<Arc<str>>>,
+        user_type: u32,
+    ) -> Vec<String> {
         let mut ids = Vec::new();
         self.for_user_type(tenant, user_type, |s| {
             ids.push(s.principal.user_id.to_string())
@@ -457,13 +449,8 @@ impl Registry {
     }
 
     /// Number of sessions of one user here.
-    pub fn user_sessions(&self, key: &UserKey) -> usize {
+    pub(crate) fn user_sessions(&self, key: &UserKey) -> usize {
         self.index.read().by_user.get(key).map_or(0, Vec::len)
-    }
-
-    /// Every session, for shutdown.
-    pub fn all(&self) -> Vec<Arc<Session>> {
-        self.index.read().by_id.values().cloned().collect()
     }
 }
 
@@ -476,7 +463,7 @@ pub struct Registered {
 
 impl Registered {
     /// The registered session.
-    pub fn session(&self) -> &Arc<Session> {
+    pub(crate) fn session(&self) -> &Arc<Session> {
         &self.session
     }
 }
@@ -556,7 +543,7 @@ mod tests {
         r.for_all(Some(&t1), |_| n += 1);
         assert_eq!(n, 2);
         drop((a, b, c));
-        assert!(r.is_empty());
+        assert_eq!(r.len(), 0);
         assert_eq!(r.user_count(), 0);
         assert!(r.index.read().by_group.is_empty());
         assert!(r.index.read().tenants_of.is_empty());

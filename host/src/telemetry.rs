@@ -1,9 +1,14 @@
 //! Every metric the host exports, described in one place (Prometheus `HELP` and `TYPE`), and
 //! present from the start: series without a per-plugin label are registered at zero, so
 //! dashboards and alerts see zeros on a fresh host, not "no data". A new metric belongs in
-//! these tables.
+//! these tables. [`recorder`] installs the Prometheus recorder they are kept in.
 
+use std::time::Duration;
+
+use anyhow::Context as _;
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use parking_lot::Mutex;
 
 /// Counters without labels.
 const COUNTERS: &[(&str, &str)] = &[
@@ -96,7 +101,7 @@ const PROFILES: &[&str] = &["native", "yudao", "ruoyi-plus"];
 
 /// Describes every metric and registers the ones without a per-plugin label at zero. Needs
 /// the recorder installed first; idempotent.
-pub fn describe() {
+pub(crate) fn describe() {
     for (name, help) in COUNTERS {
         describe_counter!(*name, *help);
         metrics::counter!(*name).increment(0);
@@ -133,16 +138,40 @@ pub fn describe() {
     );
 }
 
-/// Names of every metric described here, for tests and documentation checks.
-pub fn names() -> Vec<&'static str> {
-    let mut names: Vec<&str> = COUNTERS.iter().map(|(n, _)| *n).collect();
-    names.extend(LABELLED_COUNTERS.iter().map(|(n, ..)| *n));
-    names.extend(PLUGIN_COUNTERS.iter().map(|(n, _)| *n));
-    names.extend([
-        "switchboard_plugin_call_seconds",
-        "switchboard_sessions",
-        "switchboard_connections",
-        "switchboard_broker_up",
-    ]);
-    names
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// The process-wide Prometheus recorder (the `metrics` facade allows one per process),
+/// installed by the first host of the process; later hosts share its handle.
+pub(crate) fn recorder() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
+    let mut installed = HANDLE.lock();
+    if let Some(handle) = &*installed {
+        return Ok(handle.clone());
+    }
+    let buckets = [
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5,
+    ];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(&buckets)?
+        .build_recorder();
+    let handle = recorder.handle();
+    // Histogram samples pile up (8 bytes each) until drained into buckets; without a scraper
+    // they would grow with every plugin call, so drain them on a timer.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(METRICS_UPKEEP);
+                upkeep.run_upkeep();
+            }
+        })
+        .context("starting the metrics upkeep thread")?;
+    // Another recorder may already be installed (e.g. by an embedding program); then this
+    // handle renders an empty page rather than failing the host.
+    let _ = metrics::set_global_recorder(recorder);
+    *installed = Some(handle.clone());
+    Ok(handle)
 }

@@ -15,7 +15,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Routes of the demo page: `/`, `/app.js`, `/style.css`; none unless `dev_tokens`.
-pub fn routes<S: Clone + Send + Sync + 'static>(dev_tokens: bool) -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(dev_tokens: bool) -> Router<S> {
     if !dev_tokens {
         return Router::new();
     }

@@ -15,6 +15,7 @@ use tokio_tungstenite::{
 use crate::PATIENCE;
 
 /// A connected client.
+#[derive(Debug)]
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// The subprotocol the server selected, if any.

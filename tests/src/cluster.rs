@@ -51,6 +51,7 @@ pub fn require_redis() -> bool {
 }
 
 /// A broker server the tests start, kill, freeze and restart on one fixed free port.
+#[derive(Debug)]
 struct ServerProcess {
     port: u16,
     child: Option<Child>,
@@ -97,6 +98,7 @@ impl Drop for ServerProcess {
 }
 
 /// A `redis-server` child process.
+#[derive(Debug)]
 pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
@@ -193,6 +195,7 @@ pub fn require_nats() -> bool {
 }
 
 /// A `nats-server` child process.
+#[derive(Debug)]
 pub struct NatsServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
@@ -292,6 +295,7 @@ pub async fn push(http: &reqwest::Client, base: &str, body: Value) -> (u16, Valu
 }
 
 /// A `switchboard serve` process.
+#[derive(Debug)]
 pub struct Node {
     /// Where it listens.
     pub addr: SocketAddr,

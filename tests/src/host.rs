@@ -15,6 +15,7 @@ pub const SECRET: &str = "test-secret-0123456789abcdef0123";
 pub const API_KEY: &str = "test-api-key";
 
 /// A running host.
+#[derive(Debug)]
 pub struct TestHost {
     /// Where it listens.
     pub addr: SocketAddr,

@@ -25,6 +25,14 @@ pub struct SseClient {
     pub headers: reqwest::header::HeaderMap,
 }
 
+impl std::fmt::Debug for SseClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseClient")
+            .field("buffer", &self.buffer)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SseClient {
     /// Opens `url`; panics unless the answer is a 200 event stream. Returns the status and
     /// body text instead when it is refused.

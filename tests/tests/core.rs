@@ -102,8 +102,7 @@ async fn bad_tokens_get_401_before_upgrade() {
     }
     let refused = Client::connect(&url, &[])
         .await
-        .err()
-        .expect("no token is refused");
+        .expect_err("no token is refused");
     assert_eq!(
         (refused.status, refused.body["code"].as_str()),
         (401, Some("missing_token"))
@@ -445,8 +444,7 @@ async fn connection_limits_answer_429_and_503() {
     let _b = Client::connect(&url("a"), &[]).await.unwrap();
     let refused = Client::connect(&url("a"), &[])
         .await
-        .err()
-        .expect("third session of a");
+        .expect_err("third session of a");
     assert_eq!(
         (refused.status, refused.body["code"].as_str()),
         (429, Some("too_many_user_connections"))
@@ -454,8 +452,7 @@ async fn connection_limits_answer_429_and_503() {
     let _c = Client::connect(&url("b"), &[]).await.unwrap();
     let refused = Client::connect(&url("c"), &[])
         .await
-        .err()
-        .expect("fourth connection");
+        .expect_err("fourth connection");
     assert_eq!(
         (refused.status, refused.body["code"].as_str()),
         (503, Some("too_many_connections"))
@@ -543,8 +540,7 @@ async fn browser_origins_outside_the_allowlist_get_403() {
     let url = format!("{}?token={}", host.ws_url("/ws"), host.token("1", 1, None));
     let refused = Client::connect(&url, &[("origin", "https://evil.example")])
         .await
-        .err()
-        .expect("foreign origin refused");
+        .expect_err("foreign origin refused");
     assert_eq!(
         (refused.status, refused.body["code"].as_str()),
         (403, Some("origin_not_allowed"))
@@ -570,8 +566,7 @@ async fn handshake_floods_get_429() {
     let _b = Client::connect(&url, &[]).await.unwrap();
     let refused = Client::connect(&url, &[])
         .await
-        .err()
-        .expect("third handshake refused");
+        .expect_err("third handshake refused");
     assert_eq!(
         (refused.status, refused.body["code"].as_str()),
         (429, Some("handshake_rate_limited"))

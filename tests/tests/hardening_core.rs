@@ -144,8 +144,7 @@ async fn tokens_without_the_configured_issuer_or_audience_or_with_a_malformed_te
     ] {
         let refused = Client::connect(&url(&token), &[])
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(
             (refused.status, refused.body["code"].as_str()),
             (401, Some(code)),

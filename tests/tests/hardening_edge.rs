@@ -242,7 +242,7 @@ async fn token_less_floods_do_not_spend_the_node_handshake_budget() {
     .await;
     let url = host.ws_url("/ws");
     for _ in 0..200 {
-        let refused = Client::connect_raw(&url, &[]).await.err().expect("refused");
+        let refused = Client::connect_raw(&url, &[]).await.expect_err("refused");
         assert_eq!(refused.status, 401);
     }
     // Forged tokens from another source address spend that address's budget only.
@@ -429,8 +429,7 @@ async fn single_session_replacement_happens_only_when_the_newcomer_is_admitted()
         .unwrap();
     let refused = Client::connect(&format!("{}?token={other}", host.ws_url("/one")), &[])
         .await
-        .err()
-        .expect("over the per-user limit");
+        .expect_err("over the per-user limit");
     assert_eq!(refused.status, 429);
     kept.send_text("ping").await;
     assert_eq!(kept.next_text().await, "pong");
@@ -531,8 +530,7 @@ async fn different_tokens_in_one_request_are_refused() {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let refused = Client::connect(&format!("{}?{query}", host.ws_url("/ws")), &headers)
             .await
-            .err()
-            .expect("ambiguous token refused");
+            .expect_err("ambiguous token refused");
         assert_eq!(
             (refused.status, refused.body["code"].as_str()),
             (401, Some("ambiguous_token")),

@@ -16,30 +16,34 @@ use std::collections::HashMap;
 
 use axum::{
     Extension, Json,
-    extract::{Query, State},
+    extract::{
+        Query, State,
+        rejection::{QueryRejection, StringRejection},
+    },
     response::IntoResponse,
 };
 use http::StatusCode;
 use serde_json::json;
 
-use super::error::ApiError;
+use crate::http_error::ApiError;
 use crate::{
     auth::Principal,
     config::TransportKind,
     dispatch::DispatchError,
     envelope::{Inbound, Profile},
-    server::AppState,
+    rate::Verdict,
     sessions::{Session, UserKey},
-    transport::rate::Verdict,
+    state::AppState,
 };
 
 /// Handles one upstream message.
-pub async fn dispatch(
+pub(super) async fn dispatch(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
-    Query(query): Query<HashMap<String, String>>,
-    body: String,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    body: Result<String, StringRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let (Query(query), body) = (query?, body?);
     let (session, gate) = match query.get("session_id") {
         Some(id) => {
             let session = state

@@ -15,11 +15,11 @@ use axum::{
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt as _;
 
-use super::error::ApiError;
-use crate::{accept::Conn, auth::find_token, server::AppState};
+use crate::http_error::ApiError;
+use crate::{accept::Conn, auth::find_token, state::AppState};
 
 /// Checks `Authorization: Bearer <api key>` against `api.keys`.
-pub fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = crate::auth::bearer(headers).ok_or_else(|| {
         ApiError::unauthorized("missing_api_key", "send Authorization: Bearer <api key>")
     })?;
@@ -42,14 +42,14 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Marks the request's connection authenticated (it leaves the pending set).
-pub fn authenticated(req: &Request) {
+pub(crate) fn authenticated(req: &Request) {
     if let Some(conn) = req.extensions().get::<Conn>() {
         conn.authenticated();
     }
 }
 
 /// Middleware: the API key, before anything else.
-pub async fn api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn api_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Err(e) = check_api_key(&state, req.headers()) {
         return e.into_response();
     }
@@ -59,7 +59,11 @@ pub async fn api_key(State(state): State<AppState>, req: Request, next: Next) ->
 
 /// Middleware: a valid user token; the handler finds the [`crate::auth::Principal`] in the
 /// request's extensions.
-pub async fn user_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(crate) async fn user_token(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let verified = find_token(req.uri().query(), req.headers())
         .and_then(|found| state.auth.verify(&found.token));
     match verified {
@@ -73,7 +77,7 @@ pub async fn user_token(State(state): State<AppState>, mut req: Request, next: N
 }
 
 /// Middleware: only with `server.dev_tokens`; 404 otherwise, before the body is read.
-pub async fn dev_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub(crate) async fn dev_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if !state.config.server.dev_tokens {
         return ApiError::not_found("dev tokens are disabled (server.dev_tokens)").into_response();
     }
@@ -83,7 +87,7 @@ pub async fn dev_only(State(state): State<AppState>, req: Request, next: Next) -
 /// Middleware: reads the whole body, at most `limit` bytes within `timeout`, and hands the
 /// handler the bytes read. 413 with `too_large` (the route's code) past the limit (before
 /// reading when `Content-Length` says so), 408 `body_timeout` when the client is too slow.
-pub async fn read_body(
+pub(crate) async fn read_body(
     limit: usize,
     too_large: &'static str,
     timeout: Duration,

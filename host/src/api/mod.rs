@@ -12,32 +12,37 @@
 //! | `GET /healthz`, `/readyz`, `/metrics` | none | liveness, readiness, Prometheus |
 
 mod dispatch;
-pub mod error;
-pub mod guard;
+pub(crate) mod guard;
 mod target;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Path, Query, State},
+    extract::{
+        DefaultBodyLimit, Path, Query, State,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
+    },
     http::{HeaderMap, StatusCode},
     middleware,
     response::IntoResponse,
     routing::{get, post},
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, value::RawValue};
 
-use self::{error::ApiError, target::PushTarget};
-use crate::{auth::Principal, cluster::BrokerState, server::AppState, sessions::UserKey};
+use self::target::PushTarget;
+use crate::http_error::ApiError;
+use crate::{
+    auth::Principal, cluster::BrokerState, delivery::ClusterLeg, sessions::UserKey, state::AppState,
+};
 
 /// Largest body of `POST /api/v1/dev/token`.
 const DEV_TOKEN_BODY_BYTES: usize = 4096;
 
 /// Routes of the HTTP API. Credentials are checked by middleware before a handler reads the
 /// body; bodies are read whole, within per-route limits and `server.body_timeout_secs`.
-pub fn routes(state: &AppState) -> Router<AppState> {
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     let server = &state.config.server;
     let timeout = Duration::from_secs(server.body_timeout_secs);
     let body = |limit: usize, code: &'static str| {
@@ -97,14 +102,14 @@ struct PushRequest {
 }
 
 fn null_content() -> Box<RawValue> {
-    RawValue::from_string("null".into()).expect("null is JSON")
+    RawValue::NULL.to_owned()
 }
 
 async fn push(
     State(state): State<AppState>,
-    body: Result<Json<PushRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<PushRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let Json(req) = body?;
     if req.msg_type.is_empty() || req.msg_type.len() > crate::envelope::MAX_TYPE_LEN {
         return Err(ApiError::bad_request(
             "bad_type",
@@ -119,8 +124,20 @@ async fn push(
     // retry may be worth it; local deliveries happened either way.
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "local_deliveries": sent.local, "cluster": sent.cluster })),
+        Json(PushAnswer {
+            local_deliveries: sent.local,
+            cluster: sent.cluster,
+        }),
     ))
+}
+
+/// `POST /api/v1/messages` answer.
+#[derive(Serialize)]
+struct PushAnswer {
+    /// Sessions on this node the message was queued to.
+    local_deliveries: usize,
+    /// What became of the copy for the other nodes.
+    cluster: ClusterLeg,
 }
 
 #[derive(Deserialize)]
@@ -131,9 +148,9 @@ struct OnlineQuery {
 
 async fn online_users(
     State(state): State<AppState>,
-    query: Result<Query<OnlineQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<OnlineQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let Query(q) = query?;
     let tenant = q.tenant_id.map(|t| Some(Arc::<str>::from(t)));
     let users = state.hub.online_users(tenant.as_ref(), q.user_type).await;
     Ok(Json(json!({ "users": users })))
@@ -146,9 +163,10 @@ struct TenantQuery {
 
 async fn user_presence(
     State(state): State<AppState>,
-    Path((user_type, user_id)): Path<(u32, String)>,
-    Query(q): Query<TenantQuery>,
+    path: Result<Path<(u32, String)>, PathRejection>,
+    query: Result<Query<TenantQuery>, QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let (Path((user_type, user_id)), Query(q)) = (path?, query?);
     let user_id: Arc<str> = user_id.into();
     // Like the push API: without `tenant_id`, every tenant.
     let sessions = match q.tenant_id {
@@ -178,20 +196,11 @@ async fn plugins(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let Err(key_error) = guard::check_api_key(&state, &headers) else {
-        return Ok(Json(state.dispatcher.status()));
+        return Ok(Json(state.dispatcher.status()).into_response());
     };
     let bearer = crate::auth::bearer(&headers);
     match bearer.map(|t| state.auth.verify(t)) {
-        Some(Ok(_)) => {
-            let status = state.dispatcher.status();
-            let summary: Vec<_> = status["plugins"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|p| json!({ "name": p["name"], "version": p["version"], "message_types": p["message_types"] }))
-                .collect();
-            Ok(Json(json!({ "plugins": summary })))
-        }
+        Some(Ok(_)) => Ok(Json(state.dispatcher.status().summary()).into_response()),
         // A bearer that is neither a key nor a valid token: say what was wrong with it as a token.
         Some(Err(token_error)) if bearer.is_some_and(|b| b.contains('.')) => {
             Err(token_error.into())
@@ -213,9 +222,9 @@ struct DevTokenRequest {
 
 async fn dev_token(
     State(state): State<AppState>,
-    body: Result<Json<DevTokenRequest>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<DevTokenRequest>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::bad_request("invalid_request", e.body_text()))?;
+    let Json(req) = body?;
     let principal = Principal {
         user_id: req.user_id.into(),
         user_type: req.user_type,
@@ -233,14 +242,38 @@ async fn dev_token(
     Ok(Json(json!({ "token": token })))
 }
 
+/// `GET /healthz`: the process answers, and what it holds.
+#[derive(Serialize)]
+struct Health<'a> {
+    /// Always `ok`.
+    status: &'static str,
+    node_id: &'a str,
+    /// `local`, `redis` or `nats`.
+    broker: &'static str,
+    /// Open sessions on this node.
+    sessions: usize,
+    /// Distinct users among them.
+    users: usize,
+}
+
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    Json(json!({
-        "status": "ok",
-        "node_id": &*state.hub.node_id,
-        "broker": state.hub.broker.name(),
-        "sessions": state.hub.registry.len(),
-        "users": state.hub.registry.user_count(),
-    }))
+    Json(Health {
+        status: "ok",
+        node_id: &state.hub.node_id,
+        broker: state.hub.broker.name(),
+        sessions: state.hub.registry.len(),
+        users: state.hub.registry.user_count(),
+    })
+    .into_response()
+}
+
+/// `GET /readyz`: whether this node should get traffic.
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    broker: BrokerState,
+    /// The plugin folder has been read once and its watchers run.
+    plugins_loaded: bool,
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
@@ -254,7 +287,11 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     };
     (
         status,
-        Json(json!({ "ready": ready, "broker": broker, "plugins_loaded": plugins })),
+        Json(Readiness {
+            ready,
+            broker,
+            plugins_loaded: plugins,
+        }),
     )
 }
 

@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::error::ApiError;
-use crate::delivery::{Scope, Target, UserRef};
+use crate::http_error::ApiError;
+use crate::target::{Scope, Target, UserRef};
 
 /// `to` of `POST /api/v1/messages`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PushTarget {
+pub(super) struct PushTarget {
     session: Option<String>,
     user: Option<UserRef>,
     users: Option<Vec<UserRef>>,
@@ -26,7 +26,7 @@ const MAX_USERS: usize = 10_000;
 impl PushTarget {
     /// The target and its scope. Without `tenant_id` a push reaches every tenant (the caller
     /// holds an API key); with it, only that tenant.
-    pub fn resolve(self, tenant_id: Option<String>) -> Result<(Target, Scope), ApiError> {
+    pub(super) fn resolve(self, tenant_id: Option<String>) -> Result<(Target, Scope), ApiError> {
         let scope_of = |t: Option<String>| match t {
             Some(t) => Scope::Tenant(Some(Arc::from(t))),
             None => Scope::All,
@@ -75,8 +75,8 @@ impl PushTarget {
             }
             None => {}
         }
-        match chosen.len() {
-            1 => Ok(chosen.pop().expect("one element")),
+        match (chosen.pop(), chosen.is_empty()) {
+            (Some(only), true) => Ok(only),
             _ => Err(ApiError::bad_request(
                 "invalid_target",
                 "\"to\" needs exactly one of session, user, users, user_type, tenant, everyone",

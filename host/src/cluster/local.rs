@@ -4,7 +4,7 @@ use super::{Broker, BrokerState, Publication};
 
 /// Publishes nothing: every session is local.
 #[derive(Debug, Default)]
-pub struct LocalBroker;
+pub(crate) struct LocalBroker;
 
 impl Broker for LocalBroker {
     fn is_clustered(&self) -> bool {

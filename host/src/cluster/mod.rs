@@ -8,21 +8,21 @@
 //!   ([`nats_presence`]).
 
 mod health;
-pub mod local;
-pub mod nats;
-pub mod nats_presence;
-pub mod presence;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod nats;
+pub(crate) mod nats_presence;
+pub(crate) mod presence;
+pub(crate) mod redis;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::delivery::{Scope, Target};
+use crate::target::{Scope, Target};
 
 /// A delivery as it travels between nodes. Every node delivers it to its own sessions; the
 /// node that published it ignores it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Publication {
+pub(crate) struct Publication {
     /// Node id of the publisher.
     pub origin: String,
     /// Who it goes to.
@@ -38,7 +38,7 @@ pub struct Publication {
 /// Health of the link to the other nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum BrokerState {
+pub(crate) enum BrokerState {
     /// Single node: nothing to be connected to.
     Local,
     /// Connected and subscribed.
@@ -49,7 +49,7 @@ pub enum BrokerState {
 
 /// Carries deliveries between nodes. `publish` never waits: a broker queues internally and
 /// counts what it has to drop.
-pub trait Broker: Send + Sync + 'static {
+pub(crate) trait Broker: Send + Sync + 'static {
     /// Whether other nodes may exist (false for the local broker: nothing is published).
     fn is_clustered(&self) -> bool;
     /// Sends a delivery to the other nodes, at most once. False when it was dropped at once

@@ -43,7 +43,7 @@ const CONNECTED: usize = 0;
 const PROBED: usize = 1;
 
 /// Joins the node to the others through NATS.
-pub struct NatsBroker {
+pub(crate) struct NatsBroker {
     outbound: mpsc::Sender<Publication>,
     health: Arc<Health>,
 }
@@ -58,7 +58,7 @@ impl std::fmt::Debug for NatsBroker {
 
 /// What [`start`] gives the server: the broker, the publications from other nodes, and
 /// cluster presence.
-pub type Started = (
+pub(crate) type Started = (
     Arc<NatsBroker>,
     mpsc::Receiver<Publication>,
     Arc<NatsPresence>,
@@ -67,7 +67,7 @@ pub type Started = (
 /// Connects to `cluster.nats_url` in the background (a NATS that is not there yet is retried,
 /// like one that goes away later) and starts the publisher, subscriber, probe and presence
 /// tasks; they end when `stop` is cancelled.
-pub async fn start(
+pub(crate) async fn start(
     cluster: &ClusterConfig,
     node_id: Arc<str>,
     registry: Arc<Registry>,

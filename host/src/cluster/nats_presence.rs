@@ -82,7 +82,7 @@ struct Remote {
 }
 
 /// This node's presence on NATS, and queries across the cluster.
-pub struct NatsPresence {
+pub(crate) struct NatsPresence {
     client: async_nats::Client,
     subject: String,
     node_id: Arc<str>,
@@ -167,7 +167,7 @@ impl NatsPresence {
 
     /// Waits, at most three seconds, for the publishing task to say this node leaves and
     /// end; call after cancelling the `stop` token given to [`NatsPresence::start`].
-    pub async fn leave_now(&self) {
+    pub(crate) async fn leave_now(&self) {
         let Some(task) = self.task.lock().take() else {
             return;
         };
@@ -252,7 +252,7 @@ impl NatsPresence {
     }
 
     /// Sessions of a user on every node; `None` when NATS cannot be reached.
-    pub async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
+    pub(crate) async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
         let local = self.registry.user_sessions(key);
         let remote = self.with_live_remotes(|rs| {
             rs.map(|r| r.users.get(key).copied().unwrap_or(0))
@@ -262,7 +262,7 @@ impl NatsPresence {
     }
 
     /// Sessions of a user on every node, in every tenant; `None` when NATS cannot be reached.
-    pub async fn user_sessions_any_tenant(
+    pub(crate) async fn user_sessions_any_tenant(
         &self,
         user_type: u32,
         user_id: &Arc<str>,
@@ -279,7 +279,7 @@ impl NatsPresence {
 
     /// Online users of a user type on every node; `tenant` `None` means every tenant.
     /// `None` when NATS cannot be reached.
-    pub async fn online_users(
+    pub(crate) async fn online_users(
         &self,
         tenant: Option<&Option<Arc<str>>>,
         user_type: u32,

@@ -31,7 +31,7 @@ const SYNC_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Cluster-wide presence through the cluster's broker. Every query answers `None` when the
 /// broker cannot be asked; the caller then falls back to this node's own sessions.
 #[derive(Debug)]
-pub enum ClusterPresence {
+pub(crate) enum ClusterPresence {
     /// Kept in Redis.
     Redis(Arc<RedisPresence>),
     /// Exchanged over NATS.
@@ -40,7 +40,7 @@ pub enum ClusterPresence {
 
 impl ClusterPresence {
     /// Sessions of a user on every node.
-    pub async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
+    pub(crate) async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
         match self {
             Self::Redis(p) => p.user_sessions(key).await,
             Self::Nats(p) => p.user_sessions(key).await,
@@ -48,7 +48,7 @@ impl ClusterPresence {
     }
 
     /// Sessions of a user on every node, in every tenant.
-    pub async fn user_sessions_any_tenant(
+    pub(crate) async fn user_sessions_any_tenant(
         &self,
         user_type: u32,
         user_id: &Arc<str>,
@@ -60,7 +60,7 @@ impl ClusterPresence {
     }
 
     /// Online users of a user type on every node; `tenant` `None` means every tenant.
-    pub async fn online_users(
+    pub(crate) async fn online_users(
         &self,
         tenant: Option<&Option<Arc<str>>>,
         user_type: u32,
@@ -73,7 +73,7 @@ impl ClusterPresence {
 
     /// Waits for this node's presence to be withdrawn; call after cancelling the cluster's
     /// stop token.
-    pub async fn leave_now(&self) {
+    pub(crate) async fn leave_now(&self) {
         match self {
             Self::Redis(p) => p.leave_now().await,
             Self::Nats(p) => p.leave_now().await,
@@ -82,7 +82,7 @@ impl ClusterPresence {
 }
 
 /// This node's presence in Redis, and queries across the cluster.
-pub struct RedisPresence {
+pub(crate) struct RedisPresence {
     con: ConnectionManager,
     cluster: String,
     node_id: Arc<str>,
@@ -116,7 +116,7 @@ fn now_ms() -> u64 {
 impl RedisPresence {
     /// Starts writing this node's presence: after every registry change (debounced) and every
     /// third of the TTL. Stops and removes this node's entries when `stop` is cancelled.
-    pub fn start(
+    pub(crate) fn start(
         client: &redis::Client,
         cluster: &str,
         node_id: Arc<str>,
@@ -207,7 +207,7 @@ impl RedisPresence {
 
     /// Waits, at most three seconds, for the writing task to remove this node's entries and
     /// end; call after cancelling the `stop` token given to [`RedisPresence::start`].
-    pub async fn leave_now(&self) {
+    pub(crate) async fn leave_now(&self) {
         let Some(task) = self.task.lock().take() else {
             return;
         };
@@ -262,7 +262,7 @@ impl RedisPresence {
     }
 
     /// Sessions of a user on every node; `None` when Redis cannot be asked.
-    pub async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
+    pub(crate) async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
         let local = self.registry.user_sessions(key);
         let mut con = self.con.clone();
         let remote = async {
@@ -284,7 +284,7 @@ impl RedisPresence {
     }
 
     /// Sessions of a user on every node, in every tenant; `None` when Redis cannot be asked.
-    pub async fn user_sessions_any_tenant(
+    pub(crate) async fn user_sessions_any_tenant(
         &self,
         user_type: u32,
         user_id: &Arc<str>,
@@ -331,7 +331,7 @@ impl RedisPresence {
 
     /// Online users of a user type on every node; `tenant` `None` means every tenant.
     /// `None` when Redis cannot be asked.
-    pub async fn online_users(
+    pub(crate) async fn online_users(
         &self,
         tenant: Option<&Option<Arc<str>>>,
         user_type: u32,

@@ -38,7 +38,7 @@ const SUBSCRIBER: usize = 0;
 const PUBLISHER: usize = 1;
 
 /// Joins the node to the others through Redis pub/sub.
-pub struct RedisBroker {
+pub(crate) struct RedisBroker {
     outbound: mpsc::Sender<Publication>,
     /// Link state, for `publish`, `/readyz` and the gauge.
     health: Arc<Health>,
@@ -54,7 +54,7 @@ impl std::fmt::Debug for RedisBroker {
 
 /// A connection manager that gives up quickly, so a dead Redis costs a publish at most
 /// [`COMMAND_TIMEOUT`] and never piles up retries.
-pub fn connection_manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
+pub(crate) fn connection_manager(client: &redis::Client) -> redis::RedisResult<ConnectionManager> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(COMMAND_TIMEOUT))
         .set_response_timeout(Some(COMMAND_TIMEOUT))
@@ -67,7 +67,7 @@ impl RedisBroker {
     /// Starts the publisher and subscriber tasks, which PING their connections every
     /// `health_interval`. Publications from other nodes come out of the returned receiver; the
     /// tasks end when `stop` is cancelled.
-    pub fn start(
+    pub(crate) fn start(
         client: redis::Client,
         cluster: &str,
         node_id: Arc<str>,

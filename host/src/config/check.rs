@@ -7,13 +7,13 @@ use std::ops::RangeInclusive;
 use super::{AuthConfig, BrokerKind, ClusterConfig, Invalid, ServerConfig};
 
 /// Longest node id: it is part of every session id and Redis key of the node.
-pub const MAX_NODE_ID_LEN: usize = 64;
+pub(crate) const MAX_NODE_ID_LEN: usize = 64;
 /// Longest cluster name: it prefixes every Redis key and channel.
-pub const MAX_CLUSTER_NAME_LEN: usize = 64;
+pub(crate) const MAX_CLUSTER_NAME_LEN: usize = 64;
 /// Longest `cluster.nats_url` (all servers together).
-pub const MAX_NATS_URL_LEN: usize = 4096;
+pub(super) const MAX_NATS_URL_LEN: usize = 4096;
 /// Shortest `auth.jwt_secret`, in bytes.
-pub const MIN_SECRET_LEN: usize = 16;
+pub(super) const MIN_SECRET_LEN: usize = 16;
 
 const SECS_IN_A_DAY: u64 = 86_400;
 
@@ -36,7 +36,7 @@ where
 }
 
 /// `[server]` limits.
-pub fn server(s: &ServerConfig) -> Result<(), Invalid> {
+pub(super) fn server(s: &ServerConfig) -> Result<(), Invalid> {
     in_range("server.max_connections", s.max_connections, 1..=1_000_000)?;
     in_range(
         "server.max_connections_per_user",
@@ -119,7 +119,7 @@ pub fn server(s: &ServerConfig) -> Result<(), Invalid> {
 }
 
 /// `[auth]`: settings that exclude or need each other.
-pub fn auth(a: &AuthConfig) -> Result<(), Invalid> {
+pub(super) fn auth(a: &AuthConfig) -> Result<(), Invalid> {
     if a.jwt_secret.is_some() && a.jwt_public_key_file.is_some() {
         return Err(Invalid::new(
             "auth.jwt_secret",
@@ -163,7 +163,7 @@ pub fn auth(a: &AuthConfig) -> Result<(), Invalid> {
 }
 
 /// `[cluster]`: limits, and names that end up in session ids and Redis keys.
-pub fn cluster(c: &ClusterConfig) -> Result<(), Invalid> {
+pub(super) fn cluster(c: &ClusterConfig) -> Result<(), Invalid> {
     in_range(
         "cluster.presence_ttl_secs",
         c.presence_ttl_secs,

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use super::{EndpointConfig, Invalid, TransportKind};
 
 /// Longest endpoint path.
-pub const MAX_PATH_LEN: usize = 256;
+pub(crate) const MAX_PATH_LEN: usize = 256;
 
 /// Routes the host serves itself: the demo page, health, metrics. Everything under `/api` is
 /// reserved as well.
-pub const BUILT_IN: [&str; 6] = [
+pub(crate) const BUILT_IN: [&str; 6] = [
     "/",
     "/app.js",
     "/style.css",
@@ -21,7 +21,7 @@ pub const BUILT_IN: [&str; 6] = [
 ];
 
 /// Every route the endpoints add, in order: `(path, index of its endpoint)`.
-pub fn routes(endpoints: &[EndpointConfig]) -> Vec<(String, usize)> {
+pub(super) fn routes(endpoints: &[EndpointConfig]) -> Vec<(String, usize)> {
     let mut out = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
         out.push((endpoint.path.clone(), i));
@@ -33,12 +33,12 @@ pub fn routes(endpoints: &[EndpointConfig]) -> Vec<(String, usize)> {
 }
 
 /// The close route of an SSE endpoint.
-pub fn close_path(path: &str) -> String {
+pub(super) fn close_path(path: &str) -> String {
     format!("{}/close", path.trim_end_matches('/'))
 }
 
 /// Checks every configured endpoint.
-pub fn check(endpoints: &[EndpointConfig]) -> Result<(), Invalid> {
+pub(super) fn check(endpoints: &[EndpointConfig]) -> Result<(), Invalid> {
     for (i, endpoint) in endpoints.iter().enumerate() {
         if !is_built_in(&endpoint.path) {
             check_path(i, &endpoint.path)?;

@@ -25,7 +25,7 @@ pub(super) struct Override {
 
 impl Override {
     /// The dotted key it sets, e.g. `server.listen`.
-    pub fn dotted(&self) -> String {
+    pub(super) fn dotted(&self) -> String {
         match &self.key {
             Some(key) => format!("{}.{key}", self.section),
             None => self.section.clone(),
@@ -33,7 +33,7 @@ impl Override {
     }
 
     /// Applies it to the file's table.
-    pub fn apply(self, table: &mut toml::Table) -> anyhow::Result<()> {
+    pub(super) fn apply(self, table: &mut toml::Table) -> anyhow::Result<()> {
         let Some(key) = self.key else {
             table.insert(self.section, self.value);
             return Ok(());

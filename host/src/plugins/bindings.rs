@@ -1,8 +1,4 @@
 //! Generated bindings for the plugin world, kept apart from hand-written code.
-#![expect(
-    missing_docs,
-    reason = "generated from the WIT, whose doc comments are the documentation"
-)]
 
 wasmtime::component::bindgen!({
     path: "../guest-sdk/wit",

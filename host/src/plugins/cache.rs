@@ -72,7 +72,7 @@ impl CodeCache {
 }
 
 /// Compiles a component from its bytes.
-pub fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
+pub(crate) fn compile(engine: &Engine, bytes: &[u8]) -> anyhow::Result<Component> {
     Component::new(engine, bytes)
         .map_err(anyhow::Error::from)
         .context("not a valid WebAssembly component")

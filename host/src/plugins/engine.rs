@@ -12,7 +12,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 /// How often the engine's epoch advances. A running call checks its deadline (and yields to
 /// the async executor) at most this long apart.
-pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 fn base_config() -> Config {
     let mut config = Config::new();
@@ -56,7 +56,7 @@ fn pooling() -> PoolingAllocationConfig {
 
 /// Builds the engine: the pooling allocator (fast instantiation, copy-on-write memory
 /// images) when the machine lets it reserve its address space, else on-demand allocation.
-pub fn build(pooled: bool) -> anyhow::Result<Engine> {
+pub(crate) fn build(pooled: bool) -> anyhow::Result<Engine> {
     if pooled {
         let mut config = base_config();
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
@@ -71,13 +71,13 @@ pub fn build(pooled: bool) -> anyhow::Result<Engine> {
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a thread of its own until dropped.
-pub struct EpochTicker {
+pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
 }
 
 impl EpochTicker {
-    /// Starts ticking `engine`.
-    pub fn start(engine: Engine) -> Self {
+    /// Starts ticking `engine`; fails only when the OS refuses a thread.
+    pub(crate) fn start(engine: Engine) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new()
@@ -87,9 +87,8 @@ impl EpochTicker {
                     std::thread::sleep(EPOCH_TICK);
                     engine.increment_epoch();
                 }
-            })
-            .expect("spawning the epoch thread");
-        Self { stop }
+            })?;
+        Ok(Self { stop })
     }
 }
 

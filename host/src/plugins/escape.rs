@@ -6,7 +6,7 @@ use std::{borrow::Cow, path::Path};
 
 /// `text` with every control character (newlines, carriage returns, escape sequences, ...)
 /// written as a Rust escape such as `\n` or `\u{1b}`.
-pub fn escape_control(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_control(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
@@ -23,7 +23,7 @@ pub fn escape_control(text: &str) -> Cow<'_, str> {
 
 /// A path for logs and status: bytes that are not UTF-8 become U+FFFD, control characters
 /// are escaped.
-pub fn show_path(path: &Path) -> String {
+pub(crate) fn show_path(path: &Path) -> String {
     escape_control(&path.to_string_lossy()).into_owned()
 }
 

@@ -12,10 +12,10 @@ use super::{
     state::CallState,
 };
 use crate::{
-    delivery::{Scope, Target, UserRef},
     envelope::MAX_TYPE_LEN,
+    rate::Verdict,
     sessions::UserKey,
-    transport::rate::Verdict,
+    target::{Scope, Target, UserRef},
 };
 
 impl types::Host for CallState {}

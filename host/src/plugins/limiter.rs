@@ -7,7 +7,7 @@ use wasmtime::ResourceLimiter;
 /// A memory grow refused because the instance would pass its cap.
 #[derive(Debug, thiserror::Error)]
 #[error("growing memory past the limit of {cap} bytes (all memories together)")]
-pub struct MemoryCapExceeded {
+pub(crate) struct MemoryCapExceeded {
     /// The cap in bytes.
     pub cap: usize,
 }
@@ -20,7 +20,7 @@ const MAX_MEMORIES: usize = 8;
 
 /// Tracks the bytes of every linear memory of one store against one cap.
 #[derive(Debug)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     cap: usize,
     /// Bytes of linear memory the store holds now, across all its memories.
     used: usize,
@@ -28,13 +28,13 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     /// A budget of `cap` bytes for all memories together.
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self { cap, used: 0 }
     }
 
     /// Bytes in use across all memories.
     #[cfg(test)]
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used
     }
 }

@@ -10,7 +10,6 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use parking_lot::Mutex;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -23,8 +22,13 @@ use super::{
     state::{CallState, PluginEnv},
 };
 use crate::{
-    config::PluginsConfig, delivery::Hub, dispatch::DispatchError, envelope::MAX_TYPE_LEN,
-    sessions::Session, transport::rate::TokenBucket,
+    config::PluginsConfig,
+    delivery::Hub,
+    dispatch::DispatchError,
+    envelope::MAX_TYPE_LEN,
+    rate::TokenBucket,
+    sessions::Session,
+    status::{CallCounters, CapabilitiesStatus, LimitsStatus, PluginDescription, PluginStatus},
 };
 
 /// Counters of one plugin, kept across reloads of its file.
@@ -50,15 +54,15 @@ impl Stats {
         }
     }
 
-    /// Counters as JSON.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// The counters now.
+    pub(crate) fn counters(&self) -> CallCounters {
         use std::sync::atomic::Ordering::Relaxed;
-        json!({
-            "calls": self.calls.load(Relaxed),
-            "errors": self.errors.load(Relaxed),
-            "faults": self.faults.load(Relaxed),
-            "last_error": *self.last_error.lock(),
-        })
+        CallCounters {
+            calls: self.calls.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            faults: self.faults.load(Relaxed),
+            last_error: self.last_error.lock().clone(),
+        }
     }
 }
 
@@ -71,7 +75,7 @@ pub struct LoadedPlugin {
     /// SHA-256 of the file, hex.
     pub hash: String,
     /// Size and modification time of the file when it was read.
-    pub stamp: FileStamp,
+    pub(crate) stamp: FileStamp,
     /// When this version was loaded.
     pub loaded_at: SystemTime,
     /// What the plugin said about itself.
@@ -79,7 +83,7 @@ pub struct LoadedPlugin {
     /// The operator's grants and limits.
     pub sidecar: Sidecar,
     /// The limits in force.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
     pre: PluginPre<CallState>,
@@ -89,6 +93,15 @@ pub struct LoadedPlugin {
     /// Reused instances, when the sidecar asks for them (`[instances] reuse = true`).
     pool: Option<InstancePool>,
     stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("key", &self.key)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Everything needed to load a plugin.
@@ -103,16 +116,24 @@ pub struct LoadContext<'a> {
     pub hub: &'a Arc<Hub>,
 }
 
+impl std::fmt::Debug for LoadContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadContext")
+            .field("hub", &self.hub)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A file's size and modification time: a cheap "has it changed" check before hashing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
+pub(crate) struct FileStamp {
     len: u64,
     modified: Option<SystemTime>,
 }
 
 impl FileStamp {
     /// The stamp of `path`, if it can be read.
-    pub fn of(path: &Path) -> Option<Self> {
+    pub(crate) fn of(path: &Path) -> Option<Self> {
         let meta = std::fs::metadata(path).ok()?;
         Some(Self {
             len: meta.len(),
@@ -123,7 +144,7 @@ impl FileStamp {
 
 /// Reads a plugin file of at most `max_bytes`: a symbolic link or anything but a regular file
 /// is refused. Returns the bytes and the stamp they were read under.
-pub fn read_plugin(file: &Path, max_bytes: u64) -> anyhow::Result<(Vec<u8>, FileStamp)> {
+pub(crate) fn read_plugin(file: &Path, max_bytes: u64) -> anyhow::Result<(Vec<u8>, FileStamp)> {
     let shown = show_path(file);
     let meta = std::fs::symlink_metadata(file).with_context(|| format!("reading {shown}"))?;
     if meta.file_type().is_symlink() {
@@ -298,7 +319,7 @@ impl LoadedPlugin {
     }
 
     /// Tells the plugin a session opened or closed. Faults are logged and counted.
-    pub async fn on_lifecycle(&self, runtime: &Runtime, session: &Session, connected: bool) {
+    pub(crate) async fn on_lifecycle(&self, runtime: &Runtime, session: &Session, connected: bool) {
         let Ok(_permit) = self.permit().await else {
             tracing::warn!(
                 plugin = self.label(),
@@ -356,34 +377,40 @@ impl LoadedPlugin {
         DispatchError::Fault(message)
     }
 
-    /// Status as shown by `GET /api/v1/plugins`.
-    pub fn status(&self) -> serde_json::Value {
-        let mut v = json!({
-            "name": self.info.name,
-            "version": self.info.version,
-            "message_types": self.info.message_types,
-            "lifecycle_events": self.info.lifecycle_events,
-            "file": show_path(&self.file),
-            "hash": self.hash,
-            "loaded_at": humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
-            "capabilities": {
-                "broadcast": self.sidecar.capabilities.broadcast,
-                "cross_tenant": self.sidecar.capabilities.cross_tenant,
+    /// What the file and sidecar define, as `switchboard plugin check` prints it.
+    pub(crate) fn description(&self) -> PluginDescription {
+        PluginDescription {
+            name: self.info.name.clone(),
+            version: self.info.version.clone(),
+            message_types: self.info.message_types.clone(),
+            lifecycle_events: self.info.lifecycle_events,
+            file: show_path(&self.file),
+            hash: self.hash.clone(),
+            capabilities: CapabilitiesStatus {
+                broadcast: self.sidecar.capabilities.broadcast,
+                cross_tenant: self.sidecar.capabilities.cross_tenant,
             },
-            "instances": if self.pool.is_some() { "reused" } else { "fresh" },
-            "limits": {
-                "call_timeout_ms": self.limits.call_timeout.as_millis() as u64,
-                "memory_limit_mb": self.limits.memory_bytes >> 20,
-                "fuel": self.limits.fuel,
-                "max_concurrent_calls": self.limits.max_concurrent_calls,
+            instances: if self.pool.is_some() {
+                "reused"
+            } else {
+                "fresh"
             },
-        });
-        if let (Some(obj), serde_json::Value::Object(stats)) =
-            (v.as_object_mut(), self.stats.to_json())
-        {
-            obj.extend(stats);
+            limits: LimitsStatus {
+                call_timeout_ms: self.limits.call_timeout.as_millis() as u64,
+                memory_limit_mb: (self.limits.memory_bytes >> 20) as u64,
+                fuel: self.limits.fuel,
+                max_concurrent_calls: self.limits.max_concurrent_calls,
+            },
         }
-        v
+    }
+
+    /// Status as shown by `GET /api/v1/plugins`.
+    pub(crate) fn status(&self) -> PluginStatus {
+        PluginStatus {
+            plugin: self.description(),
+            loaded_at: humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
+            counters: self.stats.counters(),
+        }
     }
 }
 

@@ -11,19 +11,18 @@
 //! - [`routes`]: the route table, swapped atomically on reload.
 //! - [`watcher`]: file changes to reloads.
 
-pub mod bindings;
+pub(crate) mod bindings;
 pub mod cache;
-pub mod engine;
-pub mod escape;
+pub(crate) mod engine;
+pub(crate) mod escape;
 mod imports;
-pub mod limiter;
+pub(crate) mod limiter;
 pub mod loaded;
-pub mod ranges;
-pub mod routes;
+pub(crate) mod routes;
 pub mod runtime;
 pub mod sidecar;
-pub mod state;
-pub mod stderr;
+pub(crate) mod state;
+pub(crate) mod stderr;
 mod watcher;
 
 use std::{
@@ -39,7 +38,7 @@ use std::{
 
 use futures_util::{FutureExt, StreamExt, future::BoxFuture};
 use parking_lot::Mutex;
-use serde_json::{json, value::RawValue};
+use serde_json::value::RawValue;
 use tokio::sync::OwnedMutexGuard;
 
 use self::{
@@ -54,6 +53,7 @@ use crate::{
     delivery::Hub,
     dispatch::{DispatchError, Dispatcher},
     sessions::Session,
+    status::{FailedPlugin, PluginsStatus},
 };
 
 /// Files loaded at the same time by one reconcile (compiling uses every core already; this
@@ -111,7 +111,7 @@ struct Step {
 }
 
 /// Loads, reloads and runs the plugins of one folder.
-pub struct PluginHost {
+pub(crate) struct PluginHost {
     runtime: Arc<Runtime>,
     config: PluginsConfig,
     dir: PathBuf,
@@ -142,7 +142,7 @@ pub struct PluginHost {
 impl PluginHost {
     /// Loads every `*.wasm` in `config.dir` and, if `config.watch`, starts watching it.
     /// Files that fail to load are reported and skipped; the host serves the rest.
-    pub async fn start(config: &PluginsConfig, hub: Arc<Hub>) -> anyhow::Result<Arc<Self>> {
+    pub(crate) async fn start(config: &PluginsConfig, hub: Arc<Hub>) -> anyhow::Result<Arc<Self>> {
         let runtime = Arc::new(Runtime::new(config)?);
         let dir = config.dir.clone();
         if !dir.exists() {
@@ -194,7 +194,7 @@ impl PluginHost {
     }
 
     /// Stops watching the folder.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.watcher.lock().take();
     }
@@ -202,7 +202,7 @@ impl PluginHost {
     /// Brings every plugin in line with the folder: new, changed, deleted and renamed files.
     /// Files load side by side, and each change applies as soon as its file is loaded: when
     /// two new files claim one type, the first loaded keeps it.
-    pub async fn reconcile(&self) {
+    pub(crate) async fn reconcile(&self) {
         let dir = self.dir.clone();
         let listed = tokio::task::spawn_blocking(move || plugin_keys(&dir)).await;
         let mut keys: BTreeSet<String> = match listed {
@@ -242,7 +242,7 @@ impl PluginHost {
 
     /// Brings plugin `key` in line with the folder: loads a new or changed `key.wasm`,
     /// unloads a deleted one. A version that fails to load never replaces a working one.
-    pub async fn reload(&self, key: &str) {
+    pub(crate) async fn reload(&self, key: &str) {
         let step = self.prepare(key.to_owned()).await;
         self.commit(step);
     }
@@ -523,23 +523,21 @@ impl Dispatcher for PluginHost {
         self.lifecycle(session, false)
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&self) -> PluginsStatus {
         let routes = self.routes.load();
-        let plugins: Vec<_> = routes.plugins.values().map(|p| p.status()).collect();
-        let failed: Vec<_> = self
+        let plugins = routes.plugins.values().map(|p| p.status()).collect();
+        let failed = self
             .failures
             .lock()
             .iter()
-            .map(|(key, f)| {
-                json!({
-                    "file": show_path(&self.dir.join(format!("{key}.wasm"))),
-                    "error": f.error,
-                    "at": humantime::format_rfc3339_seconds(f.at).to_string(),
-                    "serving_previous_version": routes.plugins.contains_key(key),
-                })
+            .map(|(key, f)| FailedPlugin {
+                file: show_path(&self.dir.join(format!("{key}.wasm"))),
+                error: f.error.clone(),
+                at: humantime::format_rfc3339_seconds(f.at).to_string(),
+                serving_previous_version: routes.plugins.contains_key(key),
             })
             .collect();
-        json!({ "plugins": plugins, "failed": failed })
+        PluginsStatus { plugins, failed }
     }
 
     fn ready(&self) -> bool {

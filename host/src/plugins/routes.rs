@@ -12,7 +12,7 @@ use super::loaded::LoadedPlugin;
 
 /// Plugins by key and by claimed message type.
 #[derive(Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     /// Loaded plugins by key (file stem).
     pub plugins: BTreeMap<String, Arc<LoadedPlugin>>,
     /// The plugin that claimed each type.
@@ -46,7 +46,7 @@ impl RouteTable {
 
     /// This table with `plugin` added or replacing its previous version. A type claimed by
     /// another plugin is an error for the newcomer, never a silent override.
-    pub fn with(&self, plugin: Arc<LoadedPlugin>) -> anyhow::Result<Self> {
+    pub(crate) fn with(&self, plugin: Arc<LoadedPlugin>) -> anyhow::Result<Self> {
         for t in &plugin.info.message_types {
             if let Some(owner) = self.by_type.get(t)
                 && owner.key != plugin.key
@@ -64,7 +64,7 @@ impl RouteTable {
     }
 
     /// This table without plugin `key`.
-    pub fn without(&self, key: &str) -> Self {
+    pub(crate) fn without(&self, key: &str) -> Self {
         let mut plugins = self.plugins.clone();
         plugins.remove(key);
         Self::from_plugins(plugins)

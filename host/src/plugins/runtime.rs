@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Instant};
 
+use anyhow::Context as _;
 use wasmtime::{
     Engine, Store, Trap, UpdateDeadline,
     component::{HasSelf, Linker, ResourceTable},
@@ -30,7 +31,7 @@ struct DeadlineExceeded;
 /// A call that did not complete: the guest trapped, timed out or hit a limit.
 #[derive(Debug, thiserror::Error)]
 #[error("{reason}")]
-pub struct Fault {
+pub(crate) struct Fault {
     /// What stopped the call, naming the limit; safe to show to clients.
     pub reason: String,
     /// The end of what the guest wrote to stderr (e.g. its panic message): for the operator's
@@ -46,6 +47,12 @@ pub struct Runtime {
     _ticker: EpochTicker,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
 impl Runtime {
     /// Builds the engine and links WASI (no preopens, no network) and the plugin imports.
     pub fn new(config: &PluginsConfig) -> anyhow::Result<Self> {
@@ -53,7 +60,7 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
-        let ticker = EpochTicker::start(engine.clone());
+        let ticker = EpochTicker::start(engine.clone()).context("starting the epoch thread")?;
         Ok(Self {
             engine,
             linker,
@@ -140,7 +147,7 @@ impl Runtime {
     }
 
     /// Calls `describe` on a fresh instance.
-    pub async fn describe(
+    pub(crate) async fn describe(
         &self,
         pre: &PluginPre<CallState>,
         env: &Arc<PluginEnv>,
@@ -160,7 +167,7 @@ impl Runtime {
 
     /// Calls `on-message`, on a pooled instance when the plugin has a pool.
     #[expect(clippy::too_many_arguments, reason = "one call's full context")]
-    pub async fn on_message(
+    pub(crate) async fn on_message(
         &self,
         pre: &PluginPre<CallState>,
         env: &Arc<PluginEnv>,
@@ -190,7 +197,7 @@ impl Runtime {
     }
 
     /// Calls `on-connect` (`connected`) or `on-disconnect`, pooled like `on_message`.
-    pub async fn on_lifecycle(
+    pub(crate) async fn on_lifecycle(
         &self,
         pre: &PluginPre<CallState>,
         env: &Arc<PluginEnv>,
@@ -253,14 +260,14 @@ async fn within<T>(
 /// every call (JS and Python embed an interpreter). Reuse trades the isolation of a fresh
 /// instance per call for speed: a plugin in a pool sees memory left by its earlier calls. The
 /// pool holds at most `capacity` idle instances; more concurrent calls instantiate fresh ones.
-pub struct InstancePool {
+pub(crate) struct InstancePool {
     idle: parking_lot::Mutex<Vec<(Store<CallState>, Plugin)>>,
     capacity: usize,
 }
 
 impl InstancePool {
     /// An empty pool that keeps up to `capacity` idle instances.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             idle: parking_lot::Mutex::new(Vec::with_capacity(capacity)),
             capacity,

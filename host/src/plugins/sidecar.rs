@@ -22,11 +22,8 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::bail;
 use serde::Deserialize;
 
-use super::{
-    escape::{escape_control, show_path},
-    ranges,
-};
-use crate::config::PluginsConfig;
+use super::escape::{escape_control, show_path};
+use crate::config::{PluginsConfig, plugin_ranges as ranges};
 
 /// A plugin's sidecar file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -37,17 +34,17 @@ pub struct Sidecar {
     /// Overrides of the host's plugin limits.
     pub limits: LimitOverrides,
     /// What the plugin may do beyond sending within its tenant.
-    pub capabilities: Capabilities,
+    pub(crate) capabilities: Capabilities,
     /// Values returned by the plugin's `config.get`.
     pub config: BTreeMap<String, String>,
     /// Whether calls get a fresh instance (the default) or reuse pooled ones.
-    pub instances: Instances,
+    pub(crate) instances: Instances,
 }
 
 /// How a plugin's calls get instances.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Instances {
+pub(crate) struct Instances {
     /// Reuse instances between calls (fast for plugins with a costly start, e.g. JS and
     /// Python). Off by default: a fresh instance per call shares no memory between calls.
     pub reuse: bool,
@@ -56,11 +53,11 @@ pub struct Instances {
 }
 
 /// Idle instances kept by default when `reuse` is on.
-pub const DEFAULT_POOL_SIZE: usize = 8;
+pub(crate) const DEFAULT_POOL_SIZE: usize = 8;
 
 impl Instances {
     /// The pool to keep, if instances are reused.
-    pub fn pool(&self) -> Option<usize> {
+    pub(crate) fn pool(&self) -> Option<usize> {
         self.reuse
             .then(|| self.pool_size.unwrap_or(DEFAULT_POOL_SIZE))
     }
@@ -83,7 +80,7 @@ pub struct LimitOverrides {
 /// Capabilities an operator grants.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
-pub struct Capabilities {
+pub(crate) struct Capabilities {
     /// May send to `everyone` (within the tenant scope).
     pub broadcast: bool,
     /// May send into other tenants with `send-to-tenant`.
@@ -92,7 +89,7 @@ pub struct Capabilities {
 
 /// The limits in force for one plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Wall time of one call.
     pub call_timeout: Duration,
     /// Linear memory cap in bytes.
@@ -188,7 +185,7 @@ impl Sidecar {
 
     /// The limits for this plugin: the sidecar's where set, else the host's. Both are
     /// range-checked when read, so the conversions cannot overflow.
-    pub fn limits(&self, host: &PluginsConfig) -> Limits {
+    pub(crate) fn limits(&self, host: &PluginsConfig) -> Limits {
         let l = &self.limits;
         let mb = l.memory_limit_mb.unwrap_or(host.memory_limit_mb);
         Limits {

@@ -8,10 +8,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::{limiter::MemoryBudget, sidecar::Capabilities, stderr::StderrTail};
-use crate::{delivery::Hub, transport::rate::TokenBucket};
+use crate::{delivery::Hub, rate::TokenBucket};
 
 /// What the host imports of one plugin can reach. Shared by every call of that plugin.
-pub struct PluginEnv {
+pub(crate) struct PluginEnv {
     /// `name@version`, for logs and fault reports.
     pub label: String,
     /// What the operator granted.
@@ -43,6 +43,12 @@ pub struct CallState {
     pub(super) env: Arc<PluginEnv>,
     /// The end of what the guest wrote to stderr, quoted in fault reports.
     pub(super) stderr: StderrTail,
+}
+
+impl std::fmt::Debug for CallState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallState").finish_non_exhaustive()
+    }
 }
 
 impl WasiView for CallState {

@@ -20,14 +20,14 @@ use wasmtime_wasi::{
 use super::escape::escape_control;
 
 /// Bytes of stderr kept per instance: the end of the output, where a panic message is.
-pub const STDERR_TAIL_BYTES: usize = 4096;
+pub(crate) const STDERR_TAIL_BYTES: usize = 4096;
 
 /// Longest summary quoted in a fault report.
 const SUMMARY_CHARS: usize = 600;
 
 /// The last [`STDERR_TAIL_BYTES`] written to stderr. Clones share the buffer.
 #[derive(Clone, Default)]
-pub struct StderrTail {
+pub(crate) struct StderrTail {
     buf: Arc<Mutex<VecDeque<u8>>>,
 }
 
@@ -42,13 +42,13 @@ impl StderrTail {
     }
 
     /// Forgets what was written (a reused instance starts each call empty).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.buf.lock().clear();
     }
 
     /// The last non-empty lines written, joined with `; `, control characters escaped; `None`
     /// if nothing was written.
-    pub fn summary(&self) -> Option<String> {
+    pub(crate) fn summary(&self) -> Option<String> {
         let bytes: Vec<u8> = self.buf.lock().iter().copied().collect();
         let text = String::from_utf8_lossy(&bytes);
         let lines: Vec<&str> = text

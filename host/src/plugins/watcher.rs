@@ -27,7 +27,7 @@ const PENDING_BATCHES: usize = 64;
 const RECONCILES_IN_FLIGHT: usize = 4;
 
 /// Stops watching when dropped.
-pub struct Watcher {
+pub(super) struct Watcher {
     _debouncer: Debouncer<notify::RecommendedWatcher, RecommendedCache>,
 }
 

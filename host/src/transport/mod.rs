@@ -5,11 +5,8 @@
 //! - [`ws`]: WebSocket, both directions.
 //! - [`sse`]: server-sent events down; `POST /api/v1/dispatch` up.
 
-pub mod gate;
-pub mod rate;
-pub mod sources;
-pub mod sse;
-pub mod ws;
+pub(crate) mod sse;
+pub(crate) mod ws;
 
 use std::sync::Arc;
 
@@ -18,16 +15,17 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::{
     accept::Conn,
-    api::error::ApiError,
     auth::{FoundToken, find_token},
     config::EndpointConfig,
     envelope::{self, Inbound},
-    server::AppState,
-    sessions::{Frame, RegisterError, Registered, Session},
+    frame::Frame,
+    http_error::ApiError,
+    sessions::{RegisterError, Registered, Session},
+    state::AppState,
 };
 
 /// A connection that passed authentication and the limits, registered as a session.
-pub struct Admitted {
+pub(crate) struct Admitted {
     /// Keeps the session registered until dropped.
     pub registration: Registered,
     /// The session's outbound queue.
@@ -37,7 +35,7 @@ pub struct Admitted {
     /// Where the token was found (for echoing a WebSocket subprotocol).
     pub token: FoundToken,
     /// The session's message budget and ordering, shared with `POST /api/v1/dispatch`.
-    pub gate: gate::GateGuard,
+    pub gate: crate::rate::gate::GateGuard,
     /// The TCP connection; an upgraded WebSocket holds it (and its open-connection permit)
     /// for the life of the socket.
     pub conn: Option<Conn>,
@@ -45,7 +43,7 @@ pub struct Admitted {
 
 impl Admitted {
     /// The admitted session.
-    pub fn session(&self) -> &Arc<Session> {
+    pub(crate) fn session(&self) -> &Arc<Session> {
         self.registration.session()
     }
 }
@@ -55,7 +53,7 @@ impl Admitted {
 /// down). Cheap checks come first; the source address's handshake budget is spent before the
 /// token is verified, the node's only on a valid token, so clients without one cannot make
 /// legitimate handshakes wait.
-pub fn admit(
+pub(crate) fn admit(
     state: &AppState,
     endpoint: &EndpointConfig,
     conn: Option<&Conn>,
@@ -81,7 +79,7 @@ pub fn admit(
     if let Some(conn) = conn {
         conn.authenticated();
     }
-    if state.handshakes.lock().take(now) != rate::Verdict::Allow {
+    if state.handshakes.lock().take(now) != crate::rate::Verdict::Allow {
         return Err(handshake_rate_limited("handshake_rate"));
     }
     let permit = state.connections.clone().try_acquire_owned().map_err(|_| {
@@ -145,11 +143,11 @@ fn handshake_rate_limited(reason: &'static str) -> ApiError {
 /// Counts one open connection in `switchboard_connections{transport, profile}` while it
 /// lives: a guard, so every way a connection ends (including a client that leaves while its
 /// handshake is still being handled) takes it off the gauge.
-pub struct ConnectionGauge(metrics::Gauge);
+pub(crate) struct ConnectionGauge(metrics::Gauge);
 
 impl ConnectionGauge {
     /// Counts a connection of `transport` and `profile` until dropped.
-    pub fn new(transport: &'static str, profile: envelope::Profile) -> Self {
+    pub(crate) fn new(transport: &'static str, profile: envelope::Profile) -> Self {
         let gauge = metrics::gauge!("switchboard_connections", "transport" => transport, "profile" => profile.name());
         gauge.increment(1.0);
         Self(gauge)
@@ -185,25 +183,43 @@ fn check_origin(allowed: &[String], headers: &HeaderMap) -> Result<(), ApiError>
 /// Queues the native profile's greeting: `{"type":"session","content":{"session_id", "user_id",
 /// "user_type", "tenant_id", "node_id"}}`, so a client learns the id others can address it by.
 /// Other profiles get no greeting: their front ends would not expect one.
-pub fn greet(state: &AppState, session: &Session) {
+pub(crate) fn greet(state: &AppState, session: &Session) {
     if session.profile != crate::envelope::Profile::Native {
         return;
     }
-    let content = serde_json::json!({
-        "session_id": &*session.id,
-        "user_id": &*session.principal.user_id,
-        "user_type": session.principal.user_type,
-        "tenant_id": session.principal.tenant_id.as_deref(),
-        "node_id": &*state.hub.node_id,
-    });
-    let raw = serde_json::value::RawValue::from_string(content.to_string()).expect("JSON");
-    session.push(Frame::Text(session.profile.encode("session", &raw).into()));
+    /// The greeting's content.
+    #[derive(serde::Serialize)]
+    struct Greeting<'a> {
+        session_id: &'a str,
+        user_id: &'a str,
+        user_type: u32,
+        tenant_id: Option<&'a str>,
+        node_id: &'a str,
+    }
+    let greeting = Greeting {
+        session_id: &session.id,
+        user_id: &session.principal.user_id,
+        user_type: session.principal.user_type,
+        tenant_id: session.principal.tenant_id.as_deref(),
+        node_id: &state.hub.node_id,
+    };
+    match serde_json::value::to_raw_value(&greeting) {
+        Ok(raw) => {
+            session.push(Frame::Text(session.profile.encode("session", &raw).into()));
+        }
+        Err(e) => tracing::error!(error = %e, "cannot encode the greeting"),
+    }
 }
 
 /// Handles one inbound text frame of `session`: heartbeats are answered, messages dispatched
 /// (in order: the caller awaits this before reading the next frame), and bad input answered
 /// with an error envelope or logged, as the profile says.
-pub async fn handle_text(state: &AppState, session: &Arc<Session>, text_type: &str, text: &str) {
+pub(crate) async fn handle_text(
+    state: &AppState,
+    session: &Arc<Session>,
+    text_type: &str,
+    text: &str,
+) {
     metrics::counter!("switchboard_messages_in_total", "profile" => session.profile.name())
         .increment(1);
     let max_depth = state.config.server.max_json_depth;
@@ -225,7 +241,7 @@ pub async fn handle_text(state: &AppState, session: &Arc<Session>, text_type: &s
 }
 
 /// Tells the client about a problem with its input (native profile) or logs and drops it.
-pub fn report(session: &Session, code: &str, message: &str, msg_type: Option<&str>) {
+pub(crate) fn report(session: &Session, code: &str, message: &str, msg_type: Option<&str>) {
     if session.profile.answers_errors() {
         session.push(Frame::Text(
             envelope::error_frame(code, message, msg_type).into(),

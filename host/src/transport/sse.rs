@@ -24,20 +24,21 @@ use serde_json::json;
 use super::{Admitted, ConnectionGauge, admit, greet};
 use crate::{
     accept::Conn,
-    api::error::ApiError,
     auth::find_token,
     close_codes,
     config::{EndpointConfig, TransportKind},
     envelope::Profile,
-    server::AppState,
-    sessions::{Frame, UserKey},
+    frame::Frame,
+    http_error::ApiError,
+    sessions::UserKey,
+    state::AppState,
 };
 
 /// Heartbeat interval of SSE endpoints that do not set `heartbeat_secs`.
-pub const DEFAULT_HEARTBEAT_SECS: u64 = 60;
+pub(crate) const DEFAULT_HEARTBEAT_SECS: u64 = 60;
 
 /// `GET <endpoint path>`: opens the event stream.
-pub async fn open(
+pub(crate) async fn open(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
     conn: Option<axum::Extension<Conn>>,
@@ -128,7 +129,7 @@ fn events(state: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
 
 /// `GET <endpoint path>/close`: closes the caller's SSE sessions on this endpoint (the
 /// RuoYi-Vue-Plus front end calls it when leaving).
-pub async fn close(
+pub(crate) async fn close(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
     RawQuery(query): RawQuery,

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     extract::{
         RawQuery, State, WebSocketUpgrade,
-        ws::{CloseFrame, Message},
+        ws::{CloseFrame, Message, rejection::WebSocketUpgradeRejection},
     },
     response::{IntoResponse, Response},
 };
@@ -19,27 +19,34 @@ use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use http::HeaderMap;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{ConnectionGauge, admit, gate::Gate, greet, handle_text, rate::Verdict, report};
+use super::{ConnectionGauge, admit, greet, handle_text, report};
 use crate::{
     accept::Conn,
     close_codes,
     config::EndpointConfig,
-    server::AppState,
-    sessions::{Frame, Session},
+    frame::Frame,
+    http_error::ApiError,
+    rate::{Verdict, gate::Gate},
+    sessions::Session,
+    state::AppState,
 };
 
 /// Frames written per flush at most, so one busy session cannot hog its task.
 const WRITE_BATCH: usize = 64;
 
 /// `GET <endpoint path>` with `Upgrade: websocket`.
-pub async fn upgrade(
+pub(crate) async fn upgrade(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
     conn: Option<axum::Extension<Conn>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return ApiError::from(rejection).into_response(),
+    };
     let conn = conn.map(|axum::Extension(c)| c);
     let admitted = match admit(&state, &endpoint, conn.as_ref(), query.as_deref(), &headers) {
         Ok(a) => a,
@@ -85,7 +92,7 @@ pub async fn upgrade(
 /// session leaves the registry (dropping `registration`) before the close handshake, which may
 /// take up to `server.close_timeout_secs` with a client that does not read.
 /// Generic over the socket halves so it can be driven by channels in tests.
-pub async fn serve<Si, St, R>(
+pub(crate) async fn serve<Si, St, R>(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,

@@ -6,11 +6,11 @@ use std::ops::RangeInclusive;
 
 use anyhow::bail;
 
-use crate::config::PluginsConfig;
+use super::PluginsConfig;
 
 /// One numeric setting and the values it accepts.
 #[derive(Debug, Clone)]
-pub struct Bounded {
+pub(crate) struct Bounded {
     /// The key as the operator writes it.
     pub key: &'static str,
     /// Accepted values, inclusive.
@@ -22,7 +22,7 @@ pub struct Bounded {
 impl Bounded {
     /// Ok if `value` is in range; else an error naming `place` (file and table), the key, the
     /// value and the allowed range.
-    pub fn check(&self, place: &str, value: u64) -> anyhow::Result<()> {
+    pub(crate) fn check(&self, place: &str, value: u64) -> anyhow::Result<()> {
         if self.range.contains(&value) {
             return Ok(());
         }
@@ -50,28 +50,28 @@ const fn bounded(key: &'static str, min: u64, max: u64, unit: &'static str) -> B
 
 /// Wall time of one call (a minute at most: a call holds a permit and, for on-connect, a
 /// greeting for that long).
-pub const CALL_TIMEOUT_MS: Bounded = bounded("call_timeout_ms", 1, 60_000, "ms");
+pub(crate) const CALL_TIMEOUT_MS: Bounded = bounded("call_timeout_ms", 1, 60_000, "ms");
 /// Memory of one instance, all its memories together.
-pub const MEMORY_LIMIT_MB: Bounded = bounded("memory_limit_mb", 1, 4096, "MiB");
+pub(crate) const MEMORY_LIMIT_MB: Bounded = bounded("memory_limit_mb", 1, 4096, "MiB");
 /// Instruction budget of one call; 0 would trap every call before it starts.
-pub const FUEL: Bounded = bounded("fuel", 1, i64::MAX as u64, "");
+pub(crate) const FUEL: Bounded = bounded("fuel", 1, i64::MAX as u64, "");
 /// Concurrent calls into one plugin: each may hold an instance of up to the memory cap.
-pub const MAX_CONCURRENT_CALLS: Bounded = bounded("max_concurrent_calls", 1, 1000, "");
+pub(crate) const MAX_CONCURRENT_CALLS: Bounded = bounded("max_concurrent_calls", 1, 1000, "");
 /// Idle instances kept by a plugin with `reuse = true`.
-pub const POOL_SIZE: Bounded = bounded("pool_size", 1, 256, "");
+pub(crate) const POOL_SIZE: Bounded = bounded("pool_size", 1, 256, "");
 /// Largest plugin file read (512 MiB: a JS or Python component is 12 to 20 MB).
-pub const MAX_PLUGIN_BYTES: Bounded = bounded("max_plugin_bytes", 1024, 512 << 20, "bytes");
+pub(crate) const MAX_PLUGIN_BYTES: Bounded = bounded("max_plugin_bytes", 1024, 512 << 20, "bytes");
 /// Quiet period before file changes are applied.
-pub const WATCH_DEBOUNCE_MS: Bounded = bounded("watch_debounce_ms", 1, 60_000, "ms");
+pub(crate) const WATCH_DEBOUNCE_MS: Bounded = bounded("watch_debounce_ms", 1, 60_000, "ms");
 /// Safety-net rescan period; 0 turns it off.
-pub const RESCAN_SECS: Bounded = bounded("rescan_secs", 0, 86_400, "s");
+pub(crate) const RESCAN_SECS: Bounded = bounded("rescan_secs", 0, 86_400, "s");
 /// Log lines one plugin may write per second.
-pub const LOG_LINES_PER_SEC: Bounded = bounded("log_lines_per_sec", 1, 100_000, "");
+pub(crate) const LOG_LINES_PER_SEC: Bounded = bounded("log_lines_per_sec", 1, 100_000, "");
 /// Sends one call may make; 0 forbids sending.
-pub const MAX_SENDS_PER_CALL: Bounded = bounded("max_sends_per_call", 0, 1_000_000, "");
+pub(crate) const MAX_SENDS_PER_CALL: Bounded = bounded("max_sends_per_call", 0, 1_000_000, "");
 
 /// Every numeric `[plugins]` setting in its range.
-pub fn check_host(config: &PluginsConfig) -> anyhow::Result<()> {
+pub(crate) fn check_host(config: &PluginsConfig) -> anyhow::Result<()> {
     let place = "plugins.";
     for (bounds, value) in [
         (&CALL_TIMEOUT_MS, Some(config.call_timeout_ms)),

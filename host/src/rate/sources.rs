@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use parking_lot::Mutex;
 
-use super::rate::{TokenBucket, Verdict};
+use super::{TokenBucket, Verdict};
 
 /// Most source addresses remembered; past it, addresses whose bucket has refilled are
 /// forgotten, and if none has, all are.
@@ -13,7 +13,7 @@ const MAX_SOURCES: usize = 16_384;
 
 /// Token buckets by source address.
 #[derive(Debug)]
-pub struct SourceBudgets {
+pub(crate) struct SourceBudgets {
     rate: u32,
     burst: u32,
     buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
@@ -21,7 +21,7 @@ pub struct SourceBudgets {
 
 impl SourceBudgets {
     /// `rate` handshakes per second per address, bursts of `burst`.
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self {
             rate,
             burst,
@@ -30,7 +30,7 @@ impl SourceBudgets {
     }
 
     /// Takes one handshake from `source`'s budget.
-    pub fn take(&self, source: IpAddr, now: Instant) -> bool {
+    pub(crate) fn take(&self, source: IpAddr, now: Instant) -> bool {
         let mut buckets = self.buckets.lock();
         if buckets.len() >= MAX_SOURCES && !buckets.contains_key(&source) {
             buckets.retain(|_, b| !b.is_full(now));

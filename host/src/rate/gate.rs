@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use parking_lot::Mutex;
 
-use super::rate::{TokenBucket, Verdict};
+use super::{TokenBucket, Verdict};
 use crate::sessions::UserKey;
 
 /// Most users whose dispatch budgets are remembered; past it, idle budgets are forgotten.
@@ -15,7 +15,7 @@ const MAX_USER_BUDGETS: usize = 65_536;
 
 /// One session's (or one user's) message budget and ordering lock.
 #[derive(Debug)]
-pub struct Gate {
+pub(crate) struct Gate {
     bucket: Mutex<TokenBucket>,
     /// Held while one message is dispatched; tokio's mutex is fair, so waiters go in the
     /// order they arrived.
@@ -24,7 +24,7 @@ pub struct Gate {
 
 impl Gate {
     /// A gate with a full bucket of `burst`, refilled at `rate` per second.
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self {
             bucket: Mutex::new(TokenBucket::new(rate, burst)),
             order: tokio::sync::Mutex::new(()),
@@ -32,19 +32,19 @@ impl Gate {
     }
 
     /// Takes a token for one inbound frame.
-    pub fn take(&self) -> Verdict {
+    pub(crate) fn take(&self) -> Verdict {
         self.bucket.lock().take(Instant::now())
     }
 
     /// Waits for the turn to dispatch; the turn lasts while the guard lives.
-    pub async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+    pub(crate) async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.order.lock().await
     }
 }
 
 /// Every open session's gate by session id, and per-user budgets for session-less dispatch.
 #[derive(Debug)]
-pub struct Gates {
+pub(crate) struct Gates {
     rate: u32,
     burst: u32,
     sessions: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
@@ -53,7 +53,7 @@ pub struct Gates {
 
 impl Gates {
     /// Gates with the per-connection message rate of `[server]`.
-    pub fn new(rate: u32, burst: u32) -> Arc<Self> {
+    pub(crate) fn new(rate: u32, burst: u32) -> Arc<Self> {
         Arc::new(Self {
             rate,
             burst,
@@ -63,7 +63,7 @@ impl Gates {
     }
 
     /// Opens the gate of session `id`; it closes when the guard is dropped.
-    pub fn open(self: &Arc<Self>, id: Arc<str>) -> GateGuard {
+    pub(crate) fn open(self: &Arc<Self>, id: Arc<str>) -> GateGuard {
         let gate = Arc::new(Gate::new(self.rate, self.burst));
         self.sessions.lock().insert(id.clone(), gate.clone());
         GateGuard {
@@ -74,12 +74,12 @@ impl Gates {
     }
 
     /// The gate of an open session.
-    pub fn session(&self, id: &str) -> Option<Arc<Gate>> {
+    pub(crate) fn session(&self, id: &str) -> Option<Arc<Gate>> {
         self.sessions.lock().get(id).cloned()
     }
 
     /// The budget of session-less dispatches of one user.
-    pub fn user(&self, key: &UserKey) -> Arc<Gate> {
+    pub(crate) fn user(&self, key: &UserKey) -> Arc<Gate> {
         let mut users = self.users.lock();
         if let Some(gate) = users.get(key) {
             return gate.clone();
@@ -100,7 +100,7 @@ impl Gates {
 
 /// Keeps a session's gate open.
 #[derive(Debug)]
-pub struct GateGuard {
+pub(crate) struct GateGuard {
     gates: Arc<Gates>,
     id: Arc<str>,
     gate: Arc<Gate>,
@@ -108,7 +108,7 @@ pub struct GateGuard {
 
 impl GateGuard {
     /// The gate.
-    pub fn gate(&self) -> &Arc<Gate> {
+    pub(crate) fn gate(&self) -> &Arc<Gate> {
         &self.gate
     }
 }

@@ -1,10 +1,14 @@
-//! A per-connection token bucket for client messages.
+//! Rates: the token bucket, and what is built on it: each session's message gate
+//! ([`gate`]) and the handshake budget of each source address ([`sources`]).
+
+pub(crate) mod gate;
+pub(crate) mod sources;
 
 use std::time::Instant;
 
 /// Allows `rate` messages per second with bursts of `burst`.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -15,7 +19,7 @@ pub struct TokenBucket {
 
 /// What to do with one message.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Handle it.
     Allow,
     /// Refuse it with an error.
@@ -26,7 +30,7 @@ pub enum Verdict {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate: u32, burst: u32) -> Self {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self {
             rate: rate as f64,
             burst: burst as f64,
@@ -37,13 +41,13 @@ impl TokenBucket {
     }
 
     /// Whether the bucket would be full at `now` (its owner has been quiet long enough).
-    pub fn is_full(&self, now: Instant) -> bool {
+    pub(crate) fn is_full(&self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens + elapsed * self.rate >= self.burst
     }
 
     /// Takes a token for one message at time `now`.
-    pub fn take(&mut self, now: Instant) -> Verdict {
+    pub(crate) fn take(&mut self, now: Instant) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);

@@ -1,0 +1,93 @@
+//! The HTTP error shape: `{"code": "stable_snake_case", "message": "..."}` with a fitting status.
+//! Messages are written for clients; internal details are logged, never sent. Every refusal
+//! takes this shape: handlers' own, extractors' rejections, unknown paths and wrong methods.
+
+use axum::{
+    Json,
+    extract::rejection,
+    response::{IntoResponse, Response},
+};
+use http::StatusCode;
+
+/// An error answered to an HTTP client.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable machine-readable code.
+    pub code: &'static str,
+    /// Human-readable, client-safe text.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A new error.
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400 with `code`.
+    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 401 with `code`.
+    pub(crate) fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// 404 `not_found`.
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        ApiError::unauthorized(e.code(), e.to_string())
+    }
+}
+
+/// Rejections of axum's extractors answer in the same shape, with the extractor's status.
+macro_rules! from_rejection {
+    ($($rejection:ty => $code:literal),* $(,)?) => {$(
+        impl From<$rejection> for ApiError {
+            fn from(r: $rejection) -> Self {
+                ApiError::new(r.status(), $code, r.body_text())
+            }
+        }
+    )*};
+}
+
+from_rejection! {
+    rejection::JsonRejection => "invalid_request",
+    rejection::QueryRejection => "invalid_request",
+    rejection::PathRejection => "invalid_request",
+    rejection::StringRejection => "invalid_request",
+    axum::extract::ws::rejection::WebSocketUpgradeRejection => "websocket_upgrade_required",
+}
+
+/// Answer for a path no route serves.
+pub(crate) async fn no_route() -> ApiError {
+    ApiError::not_found("no such path")
+}
+
+/// Answer for a method the path does not take.
+pub(crate) async fn wrong_method() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method",
+    )
+}

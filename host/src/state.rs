@@ -1,0 +1,51 @@
+//! [`AppState`]: what every HTTP handler and connection task can reach.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    delivery::Hub,
+    dispatch::Dispatcher,
+    rate::{TokenBucket, gate::Gates, sources::SourceBudgets},
+};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    /// The configuration in force.
+    pub config: Arc<Config>,
+    /// Verifies client tokens.
+    pub auth: Arc<Authenticator>,
+    /// Delivery to local sessions and the cluster.
+    pub hub: Arc<Hub>,
+    /// Routes client messages to listeners.
+    pub dispatcher: Arc<dyn Dispatcher>,
+    /// One permit per open connection: `server.max_connections`.
+    pub connections: Arc<Semaphore>,
+    /// Node-wide handshake rate: `server.handshakes_per_sec`, spent on valid tokens only.
+    pub handshakes: Arc<parking_lot::Mutex<TokenBucket>>,
+    /// Handshake rate per source address: `server.handshakes_per_source_per_sec`.
+    pub sources: Arc<SourceBudgets>,
+    /// Each session's message budget and ordering, and per-user budgets of session-less
+    /// dispatches.
+    pub gates: Arc<Gates>,
+    /// Cancelled when the host starts shutting down; every session's closer is a child.
+    pub shutdown: CancellationToken,
+    /// Connection tasks, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// A new session id, unguessable and unique in the cluster (see
+    /// [`crate::sessions::new_session_id`]).
+    pub(crate) fn next_session_id(&self) -> Arc<str> {
+        crate::sessions::new_session_id(&self.hub.node_id)
+    }
+}
