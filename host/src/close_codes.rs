@@ -8,7 +8,6 @@
 //! | 1007 | invalid payload | a text frame that is not UTF-8 | fix the client |
 //! | 1008 | policy violation | sustained message rate abuse | reconnect later, slower |
 //! | 1009 | message too big | a frame over `server.max_frame_bytes` | send smaller frames |
-//! | 1011 | internal error | the host failed unexpectedly | reconnect with backoff |
 //! | 4000 | idle timeout | nothing received for `server.idle_timeout_secs` | reconnect; keep heartbeats on |
 //! | 4001 | slow consumer | its outbound queue (`server.outbound_queue`) overflowed | reconnect; messages were dropped |
 //! | 4002 | session replaced | a newer connection of the same user (one-session-per-user endpoints) | not reconnect automatically |
@@ -27,8 +26,6 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY_VIOLATION: u16 = 1008;
 /// A frame exceeded the size limit.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
-/// The host failed unexpectedly.
-pub const INTERNAL_ERROR: u16 = 1011;
 /// Nothing was received within the idle timeout.
 pub const IDLE_TIMEOUT: u16 = 4000;
 /// The outbound queue overflowed because the client does not read fast enough.

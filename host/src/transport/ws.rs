@@ -11,11 +11,14 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     extract::{
         RawQuery, State, WebSocketUpgrade,
-        ws::{CloseFrame, Message, rejection::WebSocketUpgradeRejection},
+        ws::{CloseFrame, Message, WebSocket, rejection::WebSocketUpgradeRejection},
     },
     response::{IntoResponse, Response},
 };
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
 use http::HeaderMap;
 use tokio::{sync::mpsc, time::Instant};
 
@@ -27,7 +30,7 @@ use crate::{
     frame::Frame,
     http_error::ApiError,
     rate::{Verdict, gate::Gate},
-    sessions::Session,
+    sessions::{Registered, Session},
     state::AppState,
 };
 
@@ -35,6 +38,11 @@ use crate::{
 const WRITE_BATCH: usize = 64;
 
 /// `GET <endpoint path>` with `Upgrade: websocket`.
+/// The write half of a WebSocket.
+type Outgoing = SplitSink<WebSocket, Message>;
+/// The read half of a WebSocket.
+type Incoming = SplitStream<WebSocket>;
+
 pub(crate) async fn upgrade(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
@@ -91,19 +99,15 @@ pub(crate) async fn upgrade(
 /// Runs one connection to its end: greeting, read and write loops side by side, then the
 /// session leaves the registry (dropping `registration`) before the close handshake, which may
 /// take up to `server.close_timeout_secs` with a client that does not read.
-/// Generic over the socket halves so it can be driven by channels in tests.
-pub(crate) async fn serve<Si, St, R>(
+async fn serve(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,
     gate: &Gate,
-    (sink, mut stream): (Si, St),
+    (sink, mut stream): (Outgoing, Incoming),
     mut outbound: mpsc::Receiver<Frame>,
-    registration: R,
-) where
-    Si: Sink<Message> + Unpin,
-    St: Stream<Item = Result<Message, axum::Error>> + Unpin,
-{
+    registration: Registered,
+) {
     let gauge = ConnectionGauge::new("websocket", session.profile);
     greet(state, session);
     state.dispatcher.connected(session.clone()).await;
@@ -126,15 +130,13 @@ pub(crate) async fn serve<Si, St, R>(
     }
 }
 
-async fn read_loop<St>(
+async fn read_loop(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,
     gate: &Gate,
-    stream: &mut St,
-) where
-    St: Stream<Item = Result<Message, axum::Error>> + Unpin,
-{
+    stream: &mut Incoming,
+) {
     let idle = Duration::from_secs(state.config.server.idle_timeout_secs.max(1));
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
@@ -213,15 +215,12 @@ fn close_code_for(error: axum::Error) -> u16 {
 
 /// Writes queued frames and pings until the session is asked to close; returns the sink for
 /// the close handshake, or `None` if the socket failed.
-async fn write_loop<Si>(
+async fn write_loop(
     session: &Arc<Session>,
-    mut sink: Si,
+    mut sink: Outgoing,
     outbound: &mut mpsc::Receiver<Frame>,
     ping_every: Duration,
-) -> Option<Si>
-where
-    Si: Sink<Message> + Unpin,
-{
+) -> Option<Outgoing> {
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     loop {
         let first = tokio::select! {
@@ -253,15 +252,12 @@ where
 }
 
 /// Sends what is still queued (unless the client is a slow consumer) and the close frame.
-async fn close_handshake<Si, St>(
+async fn close_handshake(
     session: &Session,
-    mut sink: Si,
+    mut sink: Outgoing,
     mut outbound: mpsc::Receiver<Frame>,
-    stream: &mut St,
-) where
-    Si: Sink<Message> + Unpin,
-    St: Stream<Item = Result<Message, axum::Error>> + Unpin,
-{
+    stream: &mut Incoming,
+) {
     let code = session.close_code();
     if code != close_codes::SLOW_CONSUMER {
         while let Ok(frame) = outbound.try_recv() {
@@ -288,15 +284,12 @@ async fn close_handshake<Si, St>(
     let _ = sink.close().await;
 }
 
-async fn write_batch<Si>(
+async fn write_batch(
     session: &Session,
-    sink: &mut Si,
+    sink: &mut Outgoing,
     first: Frame,
     outbound: &mut mpsc::Receiver<Frame>,
-) -> Result<(), Si::Error>
-where
-    Si: Sink<Message> + Unpin,
-{
+) -> Result<(), axum::Error> {
     sink.feed(to_message(session, first)).await?;
     let mut written = 1;
     while written < WRITE_BATCH {
