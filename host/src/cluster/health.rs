@@ -2,11 +2,18 @@
 //! its subscriber and its publisher answer; NATS: connected, and the last probe came back).
 //! Each change of the overall state moves `switchboard_broker_up` and is logged once.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use tokio::sync::mpsc;
 
 use super::{BrokerState, Publication};
+
+/// How long a probe, a connection attempt or a batch of publishes may take before the link
+/// counts as down.
+pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Conditions of one broker; all start false (down until proven up).
 #[derive(Debug)]

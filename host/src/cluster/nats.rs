@@ -21,7 +21,11 @@ use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, BrokerState, Publication, health::Health, nats_presence::NatsPresence};
+use super::{
+    Broker, BrokerState, Publication,
+    health::{COMMAND_TIMEOUT, Health},
+    nats_presence::NatsPresence,
+};
 use crate::{config::ClusterConfig, sessions::Registry};
 
 /// Publications waiting for the publisher task.
@@ -32,8 +36,6 @@ const PUBLISH_BATCH: usize = 256;
 const INBOUND_QUEUE: usize = 10_000;
 /// Backoff between reconnection attempts: doubles from the first to the last.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
-/// How long a probe, a connection attempt or a batch of publishes may take.
-pub(super) const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Messages buffered in the client while its connection is being written or re-established.
 const CLIENT_CAPACITY: usize = 4096;
 

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::{health::Health, nats::COMMAND_TIMEOUT};
+use super::health::{COMMAND_TIMEOUT, Health};
 use crate::sessions::{Registry, UserKey};
 
 /// After a session comes or goes, wait this long for more changes before publishing.
