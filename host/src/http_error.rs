@@ -59,23 +59,32 @@ impl From<crate::auth::AuthError> for ApiError {
     }
 }
 
-/// Rejections of axum's extractors answer in the same shape, with the extractor's status.
-macro_rules! from_rejection {
-    ($($rejection:ty => $code:literal),* $(,)?) => {$(
+/// Rejections of axum's extractors answer in the same shape: a body, query or path that does
+/// not parse is 400 `invalid_request` whatever axum's own status would be (422 for a JSON body
+/// of the wrong shape, say), so clients see one status for every malformed request.
+macro_rules! invalid_request {
+    ($($rejection:ty),* $(,)?) => {$(
         impl From<$rejection> for ApiError {
             fn from(r: $rejection) -> Self {
-                ApiError::new(r.status(), $code, r.body_text())
+                ApiError::bad_request("invalid_request", r.body_text())
             }
         }
     )*};
 }
 
-from_rejection! {
-    rejection::JsonRejection => "invalid_request",
-    rejection::QueryRejection => "invalid_request",
-    rejection::PathRejection => "invalid_request",
-    rejection::StringRejection => "invalid_request",
-    axum::extract::ws::rejection::WebSocketUpgradeRejection => "websocket_upgrade_required",
+invalid_request!(
+    rejection::JsonRejection,
+    rejection::QueryRejection,
+    rejection::PathRejection,
+    rejection::StringRejection,
+);
+
+/// A plain request to a WebSocket endpoint keeps axum's status (400, 405 or 426: what was
+/// missing from the upgrade).
+impl From<axum::extract::ws::rejection::WebSocketUpgradeRejection> for ApiError {
+    fn from(r: axum::extract::ws::rejection::WebSocketUpgradeRejection) -> Self {
+        ApiError::new(r.status(), "websocket_upgrade_required", r.body_text())
+    }
 }
 
 /// Answer for a path no route serves.
