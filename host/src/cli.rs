@@ -30,7 +30,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the host.
     Serve {
-        /// Config file (TOML); every key can also be set as SWITCHBOARD_<SECTION>__<KEY>.
+        /// Config file (TOML); every key can also be set as `SWITCHBOARD_<SECTION>__<KEY>`.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },

@@ -1,4 +1,4 @@
-//! Delivery: resolving a [`Target`] within a [`Scope`] to local sessions and pushing one shared,
+//! Delivery: resolving a `Target` within a `Scope` to local sessions and pushing one shared,
 //! encode-once [`Outbound`] frame into each session's bounded queue; and the [`Hub`] that adds
 //! the cluster broker so a delivery also reaches the other nodes.
 

@@ -1,4 +1,4 @@
-//! The seam between transports and listeners: a [`Dispatcher`] takes a parsed message from a
+//! The seam between transports and listeners: a `Dispatcher` takes a parsed message from a
 //! session and runs the listener that claimed its type. The plugin host implements it.
 
 use std::sync::Arc;

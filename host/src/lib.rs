@@ -8,8 +8,8 @@
 //!
 //! Modules are layered: each imports only from the layers below it (a test reads the imports
 //! and refuses a cycle). A message flows up and back down the layers in a straight line:
-//! socket (`transport`) → envelope ([`envelope`]) → route and plugin (`dispatch`,
-//! [`plugins`]) → send ([`delivery`]) → queue ([`sessions`], `frame`) → socket.
+//! socket (`transport`) → envelope ([`envelope`]) → route and plugin ([`dispatch`],
+//! [`plugins`]) → send ([`delivery`]) → queue ([`sessions`], [`frame`]) → socket.
 //!
 //! | layer | module | owns |
 //! |---|---|---|
@@ -19,13 +19,13 @@
 //! | 0 | `telemetry` | every metric, described and registered at zero in one place |
 //! | 0 | `target` | who a message goes to: targets and tenant scopes |
 //! | 1 | [`auth`] | tokens: where they are found, JWT verification, dev tokens |
-//! | 1 | `frame` | what a session's queue holds: shared encode-once messages |
+//! | 1 | [`frame`] | what a session's queue holds: shared encode-once messages |
 //! | 1 | `status` | the typed plugin status the API answers |
 //! | 2 | [`sessions`] | the session registry and each session's bounded outbound queue |
 //! | 3 | `rate` | token buckets, each session's message gate, per-source handshake budgets |
 //! | 3 | `cluster` | the broker that joins hosts into a cluster, and cluster presence |
 //! | 4 | [`delivery`] | encode-once fan-out to local sessions, the [`delivery::Hub`] |
-//! | 5 | `dispatch` | the seam between transports and listeners |
+//! | 5 | [`dispatch`] | the seam between transports and listeners |
 //! | 6 | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports |
 //! | 7 | `http_error`, `accept`, `state` | the HTTP error shape, the accept loop, handler state |
 //! | 8 | `transport`, `api`, `web` | connections, the HTTP API, the demo page |

@@ -39,7 +39,7 @@ pub(crate) fn node_of(session_id: &str) -> Option<&str> {
 /// One open connection.
 #[derive(Debug)]
 pub struct Session {
-    /// Unique in the cluster: see [`new_session_id`].
+    /// Unique in the cluster: `<node id>-<32 random hex digits>`.
     pub id: Arc<str>,
     /// Who is connected.
     pub principal: Principal,

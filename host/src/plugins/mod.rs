@@ -1,15 +1,15 @@
 //! Listener plugins: WebAssembly components loaded from a folder, routed by message type,
 //! hot-reloaded, and run in a sandbox with time and memory limits.
 //!
-//! - [`bindings`]: generated from `guest-sdk/wit` (the contract).
-//! - [`engine`]: the shared engine and the epoch ticker behind call deadlines.
+//! - `bindings`: generated from `guest-sdk/wit` (the contract).
+//! - `engine`: the shared engine and the epoch ticker behind call deadlines.
 //! - [`runtime`]: one `Store` per call, limits, fault reports.
-//! - [`state`] / [`imports`]: what a call's store holds; the host side of the imports.
+//! - `state` / `imports`: what a call's store holds; the host side of the imports.
 //! - [`loaded`]: one loaded plugin version, its validation and counters.
 //! - [`cache`]: compiled code on disk.
 //! - [`sidecar`]: the operator's `NAME.toml` next to `NAME.wasm`.
-//! - [`routes`]: the route table, swapped atomically on reload.
-//! - [`watcher`]: file changes to reloads.
+//! - `routes`: the route table, swapped atomically on reload.
+//! - `watcher`: file changes to reloads.
 
 pub(crate) mod bindings;
 pub mod cache;
