@@ -25,8 +25,20 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     # `npm install` with the lock file installs exactly the locked versions (integrity
     # checked). Not `npm ci`: it insists on every platform's optional binary packages being
     # in the lock, and the registry does not serve all of them for every platform.
-    (cd "$toolchain" && npm install --no-audit --no-fund --loglevel=error \
-        --cache "$guest_target/js/npm-cache" >&2)
+    # A registry hiccup fails one attempt, not the build: three tries, then npm's own log.
+    for attempt in 1 2 3; do
+        if (cd "$toolchain" && npm install --no-audit --no-fund --loglevel=error \
+            --cache "$guest_target/js/npm-cache" >&2); then
+            break
+        fi
+        if [ "$attempt" -eq 3 ]; then
+            echo "js toolchain: npm install failed 3 times; its last log:" >&2
+            tail -n 40 "$(ls -t "$guest_target"/js/npm-cache/_logs/*.log | head -n 1)" >&2 || true
+            exit 1
+        fi
+        echo "js toolchain: npm install failed (attempt $attempt); retrying" >&2
+        sleep $((attempt * 5))
+    done
     echo "$want" >"$stamp"
 fi
 # The build driver resolves its packages from the toolchain's node_modules.
