@@ -1,25 +1,16 @@
 #!/usr/bin/env bash
-# Installs what the build and the tests need, when it is missing:
-# the wasm32-wasip2 Rust target, and redis-server and nats-server binaries (the cluster tests
-# start their own).
+# Installs what the build and the tests need, when it is missing: the wasm32-wasip2 Rust
+# target, and redis-server and nats-server (the end-to-end tests start their own).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 Rust target"
     rustup target add wasm32-wasip2
 fi
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    echo "setup: installing redis-server"
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
-fi
-
+command -v redis-server >/dev/null 2>&1 || scripts/apt-install.sh redis-server
 # Debian installs it in /usr/sbin, which is not on every user's PATH; the tests look there too.
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
-    echo "setup: installing nats-server"
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
+    scripts/apt-install.sh nats-server
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints (host and guests), unit and end-to-end tests.
-# End-to-end tests build the guest components from source and start real hosts.
+# The whole test suite, in tiers: formatting, lints and docs; the dependency audit; the
+# hermetic tier (`cargo test`: unit and in-process tests); then, after installing what it
+# needs and building every guest once, the end-to-end tier (real hosts, brokers, sockets and
+# components built from source) and the browser test. Arguments go to both `cargo test`s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -18,8 +20,20 @@ CARGO_TARGET_DIR="$guest_target/plugins" cargo clippy --release --target wasm32-
 CARGO_TARGET_DIR="$guest_target/test-guests" cargo clippy --release --target wasm32-wasip2 \
     --manifest-path tests/guests/Cargo.toml -- -D warnings
 
-echo "== tests"
-cargo test --workspace "$@"
+echo "== docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+echo "== dependency audit"
+scripts/audit.sh
+
+echo "== hermetic tests"
+cargo test "$@"
+
+echo "== guests"
+scripts/build-guests.sh
+
+echo "== end-to-end tests"
+cargo test -p switchboard-tests "$@"
 
 echo "== browser test"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"

@@ -32,7 +32,7 @@ pub(crate) struct Common {
     /// HS256 secret: the host verifies tokens with it, the clients sign with it.
     #[arg(long, default_value = "switchboard-bench-secret-0123456789")]
     secret: String,
-    /// Extra host setting as SWITCHBOARD_<SECTION>__<KEY>=VALUE (repeatable).
+    /// Extra host setting as `SWITCHBOARD_<SECTION>__<KEY>=VALUE` (repeatable).
     #[arg(long = "host-env", value_parser = key_value)]
     host_env: Vec<(String, String)>,
     /// Load generator processes at least.
@@ -438,79 +438,94 @@ fn print_machine(common: &Common) {
     );
 }
 
-fn finish(rows: &[Row], runs: usize) {
-    println!("{}", report::summary(rows, runs));
+/// Refuses `conns` connections that `hosts` hosts cannot hold here.
+fn check_fits(conns: u64, hosts: usize, flag: &str) -> anyhow::Result<()> {
+    if conns > PER_HOST * hosts.max(1) as u64 {
+        bail!(
+            "{conns} connections need at least {} hosts ({flag}); one holds at most {PER_HOST} here",
+            conns.div_ceil(PER_HOST)
+        );
+    }
+    Ok(())
+}
+
+impl Common {
+    /// The frame of every scenario: prints the machine, then for each run and each of
+    /// `servers` starts the server with `conns` connections, lets `measure` take its rows on
+    /// them, prints the rows and stops the server; then prints every row and the medians.
+    async fn measure_runs(
+        &self,
+        servers: &[Which],
+        layout: Layout,
+        plugins: &[PathBuf],
+        conns: u64,
+        mut measure: impl AsyncFnMut(Which, &mut Session) -> anyhow::Result<Vec<Row>>,
+    ) -> anyhow::Result<()> {
+        print_machine(self);
+        let runs = self.runs.max(1);
+        let mut rows = Vec::new();
+        for _ in 0..runs {
+            for &which in servers {
+                let mut session = self.session(which, layout, plugins, conns).await?;
+                for row in measure(which, &mut session).await? {
+                    report::print_row(&row);
+                    rows.push(row);
+                }
+                session.close().await?;
+            }
+        }
+        println!("{}", report::summary(&rows, runs));
+        Ok(())
+    }
 }
 
 /// `idle`.
 pub(crate) async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    if args.conns > PER_HOST * args.hosts as u64 {
-        bail!(
-            "{} connections need at least {} hosts (--hosts)",
-            args.conns,
-            args.conns.div_ceil(PER_HOST)
-        );
+    check_fits(args.conns, args.hosts, "--hosts")?;
+    let mut servers = args.against.servers();
+    if args.conns > PER_HOST && servers.contains(&Which::Nchan) {
+        eprintln!("nchan: one nginx holds at most {PER_HOST} connections here; skipped");
+        servers.retain(|&w| w != Which::Nchan);
     }
-    print_machine(c);
-    let mut rows = Vec::new();
-    for _ in 0..c.runs.max(1) {
-        for which in args.against.servers() {
-            if which == Which::Nchan && args.conns > PER_HOST {
-                eprintln!("nchan: one nginx holds at most {PER_HOST} connections here; skipped");
-                continue;
-            }
-            let layout = Layout {
-                hosts: args.hosts,
-                cluster: args.cluster,
-                nchan_channel_per_connection: args.nchan_channel_per_connection,
-            };
-            let session = c.session(which, layout, &[], args.conns).await?;
-            let mut row = session.idle()?;
-            if which == Which::Switchboard && (args.hosts > 1 || args.cluster) {
-                row.scenario = format!(
-                    "idle, {} hosts{}",
-                    args.hosts,
-                    if args.cluster { " + redis" } else { "" }
-                );
-            }
-            report::print_row(&row);
-            rows.push(row);
-            session.close().await?;
+    let layout = Layout {
+        hosts: args.hosts,
+        cluster: args.cluster,
+        nchan_channel_per_connection: args.nchan_channel_per_connection,
+    };
+    c.measure_runs(&servers, layout, &[], args.conns, async |which, session| {
+        let mut row = session.idle()?;
+        if which == Which::Switchboard && (args.hosts > 1 || args.cluster) {
+            row.scenario = format!(
+                "idle, {} hosts{}",
+                args.hosts,
+                if args.cluster { " + redis" } else { "" }
+            );
         }
-    }
-    finish(&rows, c.runs.max(1));
-    Ok(())
+        Ok(vec![row])
+    })
+    .await
 }
 
 /// `fanout`.
 pub(crate) async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    if args.subscribers > PER_HOST {
-        bail!("one host holds at most {PER_HOST} subscribers here");
-    }
-    print_machine(c);
-    let mut rows = Vec::new();
-    for _ in 0..c.runs.max(1) {
-        for which in args.against.servers() {
-            let mut session = c.session(which, Layout::ONE, &[], args.subscribers).await?;
-            let row = session.fanout(&args.fanout.plan(args.rate)).await?;
-            report::print_row(&row);
-            rows.push(row);
-            session.close().await?;
-        }
-    }
-    finish(&rows, c.runs.max(1));
-    Ok(())
+    check_fits(args.subscribers, 1, "fewer --subscribers")?;
+    let plan = args.fanout.plan(args.rate);
+    c.measure_runs(
+        &args.against.servers(),
+        Layout::ONE,
+        &[],
+        args.subscribers,
+        async |_, session| Ok(vec![session.fanout(&plan).await?]),
+    )
+    .await
 }
 
 /// `chat`.
 pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    if args.clients > PER_HOST {
-        bail!("one host holds at most {PER_HOST} clients here");
-    }
-    print_machine(c);
+    check_fits(args.clients, 1, "fewer --clients")?;
     let plugin = c.plugin("demo-chat")?;
     let plan = ChatRun {
         rate: args.rate,
@@ -521,33 +536,20 @@ pub(crate) async fn chat(args: ChatArgs) -> anyhow::Result<()> {
         )],
         drain: Duration::from_secs(10),
     };
-    let mut rows = Vec::new();
-    for _ in 0..c.runs.max(1) {
-        let mut session = c
-            .session(
-                Which::Switchboard,
-                Layout::ONE,
-                std::slice::from_ref(&plugin),
-                args.clients,
-            )
-            .await?;
-        for row in session.chat(&plan, None).await? {
-            report::print_row(&row);
-            rows.push(row);
-        }
-        session.close().await?;
-    }
-    finish(&rows, c.runs.max(1));
-    Ok(())
+    c.measure_runs(
+        &[Which::Switchboard],
+        Layout::ONE,
+        std::slice::from_ref(&plugin),
+        args.clients,
+        async |_, session| session.chat(&plan, None).await,
+    )
+    .await
 }
 
 /// `reload`.
 pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    if args.clients > PER_HOST {
-        bail!("one host holds at most {PER_HOST} clients here");
-    }
-    print_machine(c);
+    check_fits(args.clients, 1, "fewer --clients")?;
     let plugin = c.plugin("demo-chat")?;
     let plan = ChatRun {
         rate: args.rate,
@@ -564,82 +566,69 @@ pub(crate) async fn reload(args: ReloadArgs) -> anyhow::Result<()> {
         ],
         drain: Duration::from_secs(10),
     };
-    let mut rows = Vec::new();
-    for _ in 0..c.runs.max(1) {
-        let mut session = c
-            .session(
-                Which::Switchboard,
-                Layout::ONE,
-                std::slice::from_ref(&plugin),
-                args.clients,
-            )
-            .await?;
-        let Server::Switchboard { hosts, .. } = &session.server else {
-            unreachable!("reload runs on Switchboard");
-        };
-        let mut swapper = Swapper::new(
-            &hosts[0].plugins_dir,
-            "demo-chat.wasm",
-            hosts[0].dir(),
-            Duration::from_millis(args.every_ms.max(1)),
-        )?;
-        let before = hosts[0].metrics().await.unwrap_or_default();
-        let mut measured = session.chat(&plan, Some((2, &mut swapper))).await?;
-        let Server::Switchboard { hosts, .. } = &session.server else {
-            unreachable!("reload runs on Switchboard");
-        };
-        let after = hosts[0].metrics().await.unwrap_or_default();
-        let count = |text: &str, result: &str| {
-            crate::host::metric(
-                text,
-                &format!("switchboard_plugin_reloads_total{{result=\"{result}\"}}"),
-            )
-        };
-        let loaded = count(&after, "loaded") - count(&before, "loaded");
-        let rejected = count(&after, "rejected") - count(&before, "rejected");
-        if let Some(row) = measured.last_mut() {
-            row.note = format!(
-                "{} file swaps, {loaded} reloads, {rejected} rejected; {}",
-                swapper.swaps, row.note
-            )
-            .trim_end_matches("; ")
-            .to_owned();
-        }
-        for row in measured {
-            report::print_row(&row);
-            rows.push(row);
-        }
-        session.close().await?;
-    }
-    finish(&rows, c.runs.max(1));
-    Ok(())
+    c.measure_runs(
+        &[Which::Switchboard],
+        Layout::ONE,
+        std::slice::from_ref(&plugin),
+        args.clients,
+        async |_, session| {
+            let Server::Switchboard { hosts, .. } = &session.server else {
+                bail!("reload runs on Switchboard");
+            };
+            let host = &hosts[0];
+            let mut swapper = Swapper::new(
+                &host.plugins_dir,
+                "demo-chat.wasm",
+                host.dir(),
+                Duration::from_millis(args.every_ms.max(1)),
+            )?;
+            let before = host.metrics().await.unwrap_or_default();
+            let mut measured = session.chat(&plan, Some((2, &mut swapper))).await?;
+            let Server::Switchboard { hosts, .. } = &session.server else {
+                bail!("reload runs on Switchboard");
+            };
+            let after = hosts[0].metrics().await.unwrap_or_default();
+            let count = |text: &str, result: &str| {
+                crate::host::metric(
+                    text,
+                    &format!("switchboard_plugin_reloads_total{{result=\"{result}\"}}"),
+                )
+            };
+            let loaded = count(&after, "loaded") - count(&before, "loaded");
+            let rejected = count(&after, "rejected") - count(&before, "rejected");
+            if let Some(row) = measured.last_mut() {
+                row.note = format!(
+                    "{} file swaps, {loaded} reloads, {rejected} rejected; {}",
+                    swapper.swaps, row.note
+                )
+                .trim_end_matches("; ")
+                .to_owned();
+            }
+            Ok(measured)
+        },
+    )
+    .await
 }
 
 /// `compare`: on each server in turn, idle memory with `conns` connections, then the fan-out
 /// maximum, then fan-out at a fixed rate, on the same connections.
 pub(crate) async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    if args.conns > PER_HOST {
-        bail!("one host holds at most {PER_HOST} connections here");
-    }
-    print_machine(c);
-    let mut rows = Vec::new();
-    for _ in 0..c.runs.max(1) {
-        for which in [Which::Switchboard, Which::Nchan] {
-            let mut session = c.session(which, Layout::ONE, &[], args.conns).await?;
-            let idle = session.idle()?;
-            report::print_row(&idle);
-            rows.push(idle);
+    check_fits(args.conns, 1, "fewer --conns")?;
+    c.measure_runs(
+        &[Which::Switchboard, Which::Nchan],
+        Layout::ONE,
+        &[],
+        args.conns,
+        async |_, session| {
+            let mut rows = vec![session.idle()?];
             for rate in [0.0, args.rate] {
-                let row = session.fanout(&args.fanout.plan(rate)).await?;
-                report::print_row(&row);
-                rows.push(row);
+                rows.push(session.fanout(&args.fanout.plan(rate)).await?);
             }
-            session.close().await?;
-        }
-    }
-    finish(&rows, c.runs.max(1));
-    Ok(())
+            Ok(rows)
+        },
+    )
+    .await
 }
 
 /// `cluster`: `nodes` hosts joined by Redis, connections spread over them; on the same
@@ -648,14 +637,7 @@ pub(crate) async fn compare(args: CompareArgs) -> anyhow::Result<()> {
 /// another host).
 pub(crate) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    if args.conns > PER_HOST * args.nodes as u64 {
-        bail!(
-            "{} connections need at least {} nodes (--nodes)",
-            args.conns,
-            args.conns.div_ceil(PER_HOST)
-        );
-    }
-    print_machine(c);
+    check_fits(args.conns, args.nodes, "--nodes")?;
     let plugin = c.plugin("demo-chat")?;
     let layout = Layout {
         hosts: args.nodes.max(1),
@@ -672,30 +654,22 @@ pub(crate) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         )],
         drain: Duration::from_secs(10),
     };
-    let mut rows = Vec::new();
-    for _ in 0..c.runs.max(1) {
-        let mut session = c
-            .session(
-                Which::Switchboard,
-                layout,
-                std::slice::from_ref(&plugin),
-                args.conns,
-            )
-            .await?;
-        let mut measured = vec![session.idle()?];
-        for rate in [0.0, args.rate] {
-            measured.push(session.fanout(&args.fanout.plan(rate)).await?);
-        }
-        for row in &mut measured {
-            row.scenario = format!("{prefix} {}", row.scenario);
-        }
-        measured.extend(session.chat(&chat, None).await?);
-        for row in measured {
-            report::print_row(&row);
-            rows.push(row);
-        }
-        session.close().await?;
-    }
-    finish(&rows, c.runs.max(1));
-    Ok(())
+    c.measure_runs(
+        &[Which::Switchboard],
+        layout,
+        std::slice::from_ref(&plugin),
+        args.conns,
+        async |_, session| {
+            let mut measured = vec![session.idle()?];
+            for rate in [0.0, args.rate] {
+                measured.push(session.fanout(&args.fanout.plan(rate)).await?);
+            }
+            for row in &mut measured {
+                row.scenario = format!("{prefix} {}", row.scenario);
+            }
+            measured.extend(session.chat(&chat, None).await?);
+            Ok(measured)
+        },
+    )
+    .await
 }

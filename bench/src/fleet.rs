@@ -25,7 +25,7 @@ pub(crate) struct FleetOptions {
     pub min_workers: usize,
     /// Connections one worker holds at most (one process may hold 20,000 open files).
     pub per_worker: u64,
-    /// Loopback source addresses: 127.0.0.1 up to 127.0.0.<sources>.
+    /// Loopback source addresses: `127.0.0.1` up to `127.0.0.<sources>`.
     pub sources: u8,
     /// Handshakes in flight per worker.
     pub connect_concurrency: usize,

@@ -10,9 +10,15 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
-use crate::procstat::{self, Usage};
+use crate::{
+    child::{ServerProcess, free_port, temp_dir},
+    procstat::{self, Usage},
+};
+
+/// The host's log file, in its folder.
+const LOG: &str = "host.log";
 
 /// The API key every benchmark host accepts.
 pub(crate) const API_KEY: &str = "bench-api-key";
@@ -31,22 +37,15 @@ pub(crate) struct HostOptions {
 /// A running host.
 #[derive(Debug)]
 pub(crate) struct Host {
-    /// The host process.
-    child: Child,
+    /// The host process, owning the temporary folder with the plugins folder, the compiled
+    /// code cache and the log.
+    process: ServerProcess,
     /// Its pid, for `/proc`.
     pub pid: u32,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its plugins folder (the reload scenario replaces files in it).
     pub plugins_dir: PathBuf,
-    /// Holds the plugins folder, the compiled code cache and the log until the host is gone.
-    dir: tempfile::TempDir,
-}
-
-/// A loopback port nobody listens on right now.
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
 }
 
 impl Host {
@@ -63,9 +62,7 @@ impl Host {
                 options.binary.display()
             );
         }
-        let dir = tempfile::Builder::new()
-            .prefix("switchboard-bench-host-")
-            .tempdir()?;
+        let dir = temp_dir("host")?;
         let plugins_dir = dir.path().join("plugins");
         std::fs::create_dir(&plugins_dir)?;
         for plugin in plugins {
@@ -74,7 +71,7 @@ impl Host {
                 .with_context(|| format!("copying {}", plugin.display()))?;
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let log = std::fs::File::create(dir.path().join("host.log"))?;
+        let log = std::fs::File::create(dir.path().join(LOG))?;
         let mut command = Command::new(&options.binary);
         command
             .arg("serve")
@@ -89,41 +86,26 @@ impl Host {
             .env("SWITCHBOARD_SERVER__MAX_PENDING_CONNECTIONS", "256")
             .envs(env.iter().cloned())
             .envs(options.env.iter().cloned())
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", options.binary.display()))?;
-        let pid = child.id().context("host exited at once")?;
-        let mut host = Self {
-            child,
-            pid,
+            .stderr(log);
+        let mut process = ServerProcess::spawn("host", &mut command, dir, &[LOG], "")?;
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/readyz");
+        process
+            .wait_ready(Duration::from_secs(120), || async {
+                client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            })
+            .await?;
+        Ok(Self {
+            pid: process.pid,
+            process,
             addr,
             plugins_dir,
-            dir,
-        };
-        host.wait_ready(Duration::from_secs(120)).await?;
-        Ok(host)
-    }
-
-    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
-        let client = reqwest::Client::new();
-        let url = format!("http://{}/readyz", self.addr);
-        let deadline = tokio::time::Instant::now() + within;
-        while tokio::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("host exited with {status}:\n{}", self.log_tail());
-            }
-            if let Ok(r) = client.get(&url).send().await
-                && r.status().is_success()
-            {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("host not ready within {within:?}:\n{}", self.log_tail())
+        })
     }
 
     /// The host's memory (`VmRSS`) and CPU time.
@@ -133,19 +115,12 @@ impl Host {
 
     /// The last lines of the host's log.
     pub(crate) fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// The host's log file.
-    pub(crate) fn log_path(&self) -> PathBuf {
-        self.dir.path().join("host.log")
+        self.process.log_tail()
     }
 
     /// The temporary folder the host's files live in.
     pub(crate) fn dir(&self) -> &Path {
-        self.dir.path()
+        self.process.dir()
     }
 
     /// `GET /metrics`.
@@ -157,31 +132,9 @@ impl Host {
     }
 
     /// SIGTERM, then SIGKILL if the host has not exited within 30 s.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
-        terminate(&mut self.child, self.pid, "TERM", Duration::from_secs(30)).await
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.process.stop(Duration::from_secs(30)).await
     }
-}
-
-/// Sends `signal` to `pid` and waits up to `grace` for `child` to exit, then kills it.
-pub(crate) async fn terminate(
-    child: &mut Child,
-    pid: u32,
-    signal: &str,
-    grace: Duration,
-) -> anyhow::Result<()> {
-    if child.try_wait()?.is_some() {
-        return Ok(());
-    }
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .await;
-    if tokio::time::timeout(grace, child.wait()).await.is_err() {
-        eprintln!("process {pid} did not exit within {grace:?} after SIG{signal}; killing it");
-        child.kill().await?;
-    }
-    Ok(())
 }
 
 /// The value of a Prometheus counter line `name{labels} value` (summed over matching lines).

@@ -20,6 +20,7 @@
 //! | [`procstat`] | server memory and CPU from `/proc` |
 //! | [`report`] | the table, medians and ratios |
 
+mod child;
 mod commands;
 mod dispatch;
 mod fleet;

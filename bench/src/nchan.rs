@@ -3,11 +3,11 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
-use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use anyhow::bail;
+use tokio::process::Command;
 
 use crate::{
-    host::{free_port, terminate},
+    child::{ServerProcess, free_port, temp_dir},
     procstat::{self, Usage},
 };
 
@@ -28,18 +28,16 @@ pub(crate) struct NchanOptions {
 /// A running nginx + nchan.
 #[derive(Debug)]
 pub(crate) struct Nchan {
-    /// The master process.
-    child: Child,
+    /// The master process, owning the configuration, logs and temp files.
+    process: ServerProcess,
     /// The master's pid; the workers are its children.
     pub pid: u32,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The configuration, logs and temp files.
-    dir: tempfile::TempDir,
 }
 
 impl Nchan {
-    /// Writes the configuration, starts nginx and waits until it answers.
+    /// Writes the configuration, starts nginx and waits until it answers with every worker up.
     pub(crate) async fn start(options: &NchanOptions) -> anyhow::Result<Self> {
         if !options.module.exists() {
             bail!(
@@ -47,9 +45,7 @@ impl Nchan {
                 options.module.display()
             );
         }
-        let dir = tempfile::Builder::new()
-            .prefix("switchboard-bench-nchan-")
-            .tempdir()?;
+        let dir = temp_dir("nchan")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let config = TEMPLATE
             .replace("{{MODULE}}", &options.module.display().to_string())
@@ -68,40 +64,26 @@ impl Nchan {
             .arg(&conf)
             .arg("-e")
             .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log"))?)
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("starting {}", options.nginx.display()))?;
-        let pid = child.id().context("nginx exited at once")?;
-        let mut nchan = Self {
-            child,
-            pid,
-            addr,
+            .stderr(std::fs::File::create(dir.path().join("stderr.log"))?);
+        let mut process = ServerProcess::spawn(
+            "nginx",
+            &mut command,
             dir,
-        };
-        nchan.wait_ready(options.workers).await?;
-        Ok(nchan)
-    }
-
-    async fn wait_ready(&mut self, workers: usize) -> anyhow::Result<()> {
-        let url = format!("http://{}/ready", self.addr);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("nginx exited with {status}:\n{}", self.log_tail());
-            }
-            let answered = reqwest::get(&url)
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if answered && procstat::children(self.pid).len() >= workers {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        bail!("nginx not ready within 20 s:\n{}", self.log_tail())
+            &["stderr.log", "error.log"],
+            "",
+        )?;
+        let pid = process.pid;
+        let url = format!("http://{addr}/ready");
+        process
+            .wait_ready(Duration::from_secs(20), || async {
+                let answered = reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+                answered && procstat::children(pid).len() >= options.workers
+            })
+            .await?;
+        Ok(Self { process, pid, addr })
     }
 
     /// Memory (sum of `Pss` over master and workers) and CPU time of master and workers.
@@ -111,16 +93,11 @@ impl Nchan {
 
     /// The last lines of nginx's logs.
     pub(crate) fn log_tail(&self) -> String {
-        let mut text = String::new();
-        for log in ["stderr.log", "error.log"] {
-            text += &std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.process.log_tail()
     }
 
     /// SIGTERM (nginx's fast shutdown), then SIGKILL after 10 s.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
-        terminate(&mut self.child, self.pid, "TERM", Duration::from_secs(10)).await
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.process.stop(Duration::from_secs(10)).await
     }
 }

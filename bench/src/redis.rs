@@ -9,34 +9,31 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context as _, bail};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 use crate::{
-    host::{free_port, terminate},
+    child::{ServerProcess, free_port, temp_dir},
     procstat::{self, Usage},
 };
 
 /// A running Redis.
 #[derive(Debug)]
 pub(crate) struct Redis {
-    child: Child,
+    /// The server process, owning its working folder and log.
+    process: ServerProcess,
     /// Its pid, for `/proc`.
     pub pid: u32,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// Its working folder and log.
-    dir: tempfile::TempDir,
 }
 
 impl Redis {
     /// Starts `binary` and waits until it answers `PING`.
     pub(crate) async fn start(binary: &PathBuf) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix("switchboard-bench-redis-")
-            .tempdir()?;
+        let dir = temp_dir("redis")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let mut child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(addr.port().to_string())
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -44,36 +41,22 @@ impl Redis {
             .args(["--maxclients", "1000"])
             .arg("--dir")
             .arg(dir.path())
-            .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("redis.log"))?)
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| {
-                format!(
-                    "starting {} (apt-get install redis-server, or pass --redis-server)",
-                    binary.display()
-                )
-            })?;
-        let pid = child.id().context("redis-server exited at once")?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait()? {
-                bail!("redis-server exited with {status}");
-            }
-            if ping(addr) {
-                break;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                bail!("redis-server not answering on {addr} within 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(Self {
-            child,
-            pid,
-            addr,
+            .stderr(Stdio::null());
+        let mut process = ServerProcess::spawn(
+            "redis-server",
+            &mut command,
             dir,
+            &["redis.log"],
+            " (apt-get install redis-server, or pass --redis-server)",
+        )?;
+        process
+            .wait_ready(Duration::from_secs(20), || async { ping(addr) })
+            .await?;
+        Ok(Self {
+            pid: process.pid,
+            process,
+            addr,
         })
     }
 
@@ -88,10 +71,8 @@ impl Redis {
     }
 
     /// SIGTERM, then SIGKILL after 10 s.
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
-        let result = terminate(&mut self.child, self.pid, "TERM", Duration::from_secs(10)).await;
-        drop(self.dir);
-        result
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
+        self.process.stop(Duration::from_secs(10)).await
     }
 }
 

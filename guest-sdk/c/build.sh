@@ -6,34 +6,25 @@
 # Every `*.c` of PLUGIN_DIR is compiled with the helpers (switchboard.c) and the bindings
 # that `wit-bindgen c` generates from the WIT contract (into the build folder, never into the
 # sources), for wasm32-wasi as a reactor; `jco new` then wraps the core module into a
-# component with the WASI reactor adapter. The toolchain is installed by toolchain.sh.
-# A build whose inputs (the plugin folder, the helpers, the WIT contract, the tool versions)
-# did not change is reused from $SWITCHBOARD_GUEST_TARGET_DIR/c/out.
+# component with the WASI reactor adapter. The toolchain is installed by toolchain.sh;
+# unchanged builds are reused (../build-lib.sh).
 set -euo pipefail
 sdk="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$sdk/../.." && pwd)"
-src="$(cd "$1" && pwd)"
-out="$2"
-name="$(basename "$src")"
-guest_target="${SWITCHBOARD_GUEST_TARGET_DIR:-$root/target/guests}"
-work="$guest_target/c"
-
-key="$( (cd "$src" && find . -type f ! -name '*.wasm' ! -name '*.toml' ! -name '*.md' -print0 | sort -z | xargs -0 sha256sum
-         cat "$sdk/switchboard.c" "$sdk/switchboard.h" "$sdk/build.sh" "$sdk/toolchain.sh" \
-             "$root/guest-sdk/js/package-lock.json" "$root"/guest-sdk/wit/*.wit \
-             | sha256sum) | sha256sum | cut -c1-16)"
-built="$work/out/$name-$key.wasm"
+. "$sdk/../build-lib.sh"
+guest_build_init c "" "$@" \
+    "$sdk/switchboard.c" "$sdk/switchboard.h" "$sdk/build.sh" "$sdk/toolchain.sh" \
+    "$root/guest-sdk/js/package-lock.json"
+sources=("$src"/*.c)
+[ -f "${sources[0]}" ] || { echo "$src: no .c files" >&2; exit 1; }
 
 if [ ! -f "$built" ]; then
     tools="$("$sdk/toolchain.sh")"
     js_toolchain="$guest_target/js/toolchain"
-    stage="$work/stage/$name-$key"
     rm -rf "$stage"
     mkdir -p "$stage/bindings" "$work/out"
     "$tools/bin/wit-bindgen" c "$root/guest-sdk/wit" --world plugin \
         --out-dir "$stage/bindings" >"$stage/wit-bindgen.log" 2>&1 \
         || { cat "$stage/wit-bindgen.log" >&2; exit 1; }
-    sources=("$src"/*.c)
     clang-19 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -std=c11 \
         -Wall -Wextra -Werror -Wno-unused-parameter \
         -I "$stage/bindings" -I "$sdk" \
@@ -44,10 +35,6 @@ if [ ! -f "$built" ]; then
     "$js_toolchain/node_modules/.bin/jco" new "$stage/core.wasm" \
         --wasi-reactor -o "$stage/component.wasm" >/dev/null
     mv "$stage/component.wasm" "$built"
-    rm -rf "$stage"
     echo "c: $name -> $built ($(stat -c %s "$built") bytes)" >&2
-    ls -t "$work/out/$name"-*.wasm | tail -n +5 | xargs -r rm -f
 fi
-mkdir -p "$(dirname "$out")"
-cp "$built" "$out"
-echo "$out"
+guest_build_finish

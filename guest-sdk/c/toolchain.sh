@@ -14,16 +14,7 @@ tools="$guest_target/c/tools"
 wit_bindgen_version="0.63.0"
 packages=(clang-19 lld-19 wasi-libc libclang-rt-19-dev-wasm32)
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "c toolchain: installing ${missing[*]}" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >&2
-fi
+"$root/scripts/apt-install.sh" "${packages[@]}"
 
 if [ "$("$tools/bin/wit-bindgen" --version 2>/dev/null)" != "wit-bindgen-cli $wit_bindgen_version" ]; then
     echo "c toolchain: cargo install wit-bindgen-cli $wit_bindgen_version (C generator only)" >&2

@@ -9,10 +9,7 @@ guest_target="${SWITCHBOARD_GUEST_TARGET_DIR:-$root/target/guests}"
 toolchain="$guest_target/js/toolchain"
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "js toolchain: installing nodejs and npm" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >&2
+    "$root/scripts/apt-install.sh" nodejs npm
 fi
 
 stamp="$toolchain/.installed"

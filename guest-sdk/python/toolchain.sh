@@ -9,12 +9,7 @@ root="$(cd "$sdk/../.." && pwd)"
 guest_target="${SWITCHBOARD_GUEST_TARGET_DIR:-$root/target/guests}"
 venv="$guest_target/python/venv"
 
-apt_install() {
-    echo "python toolchain: installing $*" >&2
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >&2
-}
+apt_install() { "$root/scripts/apt-install.sh" "$@"; }
 
 stamp="$venv/.installed"
 want="$(sha256sum <"$sdk/requirements.txt" | cut -d' ' -f1)"

@@ -20,15 +20,10 @@ if [ -n "${SWITCHBOARD_SCREENSHOT:-}" ]; then
 fi
 cd "$(dirname "$0")"
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
-
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 if [ ! -x "$CHROMIUM" ]; then
     echo "== installing chromium (Debian package)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    ../../scripts/apt-install.sh chromium
 fi
 
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

@@ -1,10 +1,10 @@
-//! Building the example plugins (`plugins/`) and the test guests (`tests/guests/`) from source
-//! for `wasm32-wasip2`, once per test process.
+//! The guest components the tests load: the example plugins (`plugins/`), the test guests
+//! (`tests/guests/`) and the other languages' examples, built from source for `wasm32-wasip2`
+//! by `scripts/build-guests.sh` before the tests run. Tests read them and never build.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    process::Command,
     sync::OnceLock,
 };
 
@@ -23,44 +23,17 @@ pub fn guest_target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target").join("guests"))
 }
 
-/// Builds the workspace at `manifest` for wasm32-wasip2 in release mode, with extra env vars,
-/// into `target_dir`; returns the `*.wasm` files it produced by crate name (dashes kept).
-pub fn build_workspace(
-    manifest: &Path,
-    target_dir: &Path,
-    env: &[(&str, &str)],
-    package: Option<&str>,
-) -> HashMap<String, PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip2",
-        "--manifest-path",
-    ])
-    .arg(manifest)
-    .env("CARGO_TARGET_DIR", target_dir)
-    // Flags meant for the host build must not leak into the guest build.
-    .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-    .env_remove("CARGO_BUILD_TARGET");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    if let Some(package) = package {
-        cmd.args(["--package", package]);
-    }
-    let status = cmd.status().expect("running cargo for the guests");
-    assert!(
-        status.success(),
-        "building guests in {} failed",
-        manifest.display()
-    );
+/// The `*.wasm` files a guest workspace's release build left in `target_dir`, by crate name
+/// (dashes kept).
+fn built_in(target_dir: &Path) -> HashMap<String, PathBuf> {
     let out = target_dir.join("wasm32-wasip2").join("release");
-    std::fs::read_dir(&out)
-        .expect("guest output dir")
+    let entries = std::fs::read_dir(&out).unwrap_or_else(|e| {
+        panic!(
+            "no built guests in {} ({e}): run scripts/build-guests.sh first (scripts/test.sh does)",
+            out.display()
+        )
+    });
+    entries
         .filter_map(|e| {
             let path = e.ok()?.path();
             (path.extension()? == "wasm").then(|| {
@@ -71,24 +44,14 @@ pub fn build_workspace(
         .collect()
 }
 
-/// The example plugins and the test guests, by name (e.g. `echo`, `demo-chat`, `fault-loop`).
+/// The example plugins and the test guests, by name (e.g. `echo`, `demo-chat`, `fault-loop`),
+/// as `scripts/build-guests.sh` built them.
 pub fn all() -> &'static HashMap<String, PathBuf> {
     static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let root = repo_root();
         let target = guest_target_dir();
-        let mut all = build_workspace(
-            &root.join("plugins/Cargo.toml"),
-            &target.join("plugins"),
-            &[],
-            None,
-        );
-        all.extend(build_workspace(
-            &root.join("tests/guests/Cargo.toml"),
-            &target.join("test-guests"),
-            &[],
-            None,
-        ));
+        let mut all = built_in(&target.join("plugins"));
+        all.extend(built_in(&target.join("test-guests")));
         all
     })
 }
@@ -101,27 +64,20 @@ pub fn path(name: &str) -> PathBuf {
         .clone()
 }
 
-/// The `versioned` test guest built to answer `version` with `version`.
+/// The `versioned` test guest built to answer `version` with `version` (1 or 2).
 pub fn versioned(version: &str) -> Vec<u8> {
-    static CACHE: OnceLock<std::sync::Mutex<HashMap<String, Vec<u8>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(bytes) = cache.lock().unwrap().get(version) {
-        return bytes.clone();
-    }
-    all();
-    let root = repo_root();
-    // A target dir per version, so the builds do not invalidate each other.
-    let target = guest_target_dir().join(format!("versioned-{version}"));
-    let built = build_workspace(
-        &root.join("tests/guests/Cargo.toml"),
-        &target,
-        &[("SWITCHBOARD_TEST_VERSION", version)],
-        Some("versioned"),
-    );
-    let bytes = std::fs::read(&built["versioned"]).expect("versioned guest");
-    cache
-        .lock()
-        .unwrap()
-        .insert(version.to_owned(), bytes.clone());
-    bytes
+    let built = built_in(&guest_target_dir().join(format!("versioned-{version}")));
+    std::fs::read(&built["versioned"]).expect("versioned guest")
+}
+
+/// A component `scripts/build-guests.sh` built outside the Rust workspaces, by its path under
+/// the guest target folder (e.g. `polyglot-dist/js-greet.wasm`).
+pub fn prebuilt(relative: &str) -> Vec<u8> {
+    let path = guest_target_dir().join(relative);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} ({e}): run scripts/build-guests.sh first (scripts/test.sh does)",
+            path.display()
+        )
+    })
 }

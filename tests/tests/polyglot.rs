@@ -1,16 +1,15 @@
 //! Listener plugins written in JavaScript, Python and C, end to end next to the Rust ones in
-//! one host: built from source by `scripts/build-polyglot.sh` (once per test process; the
-//! build reuses components whose sources did not change), compiled once into the code cache
-//! the test hosts share, then installed into real hosts and exercised over real sockets,
-//! including a hot reload of the JavaScript plugin.
+//! one host: built from source by `scripts/build-guests.sh` before the tests run, compiled
+//! once into the code cache the test hosts share, then installed into real hosts and
+//! exercised over real sockets, including a hot reload of the JavaScript plugin.
 //!
 //! `cargo test --release -p switchboard-tests --test polyglot -- --ignored --nocapture`
 //! prints each language's component size, first-load compile time and cached load time.
 
 use std::{
+    collections::BTreeSet,
     path::{Path, PathBuf},
-    process::Command,
-    sync::OnceLock,
+    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -61,20 +60,6 @@ const PLUGINS: [Polyglot; 3] = [
 /// hosts start, so a host normally takes them from the code cache in milliseconds).
 const LOAD_PATIENCE: Duration = Duration::from_secs(300);
 
-/// Runs a build command, failing the test with its status.
-fn run(cmd: &mut Command) {
-    let status = cmd
-        .env("SWITCHBOARD_GUEST_TARGET_DIR", guests::guest_target_dir())
-        // Flags meant for the host build must not leak into tool builds (`cargo install`).
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .status()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(status.success(), "{cmd:?} failed: {status}");
-}
-
 /// Compiles `bytes` into the code cache the test hosts share (see `host::base_config`) with
 /// an engine configured like theirs; returns how long it took and whether it was cached.
 fn precompile(bytes: &[u8]) -> (Duration, bool) {
@@ -88,75 +73,35 @@ fn precompile(bytes: &[u8]) -> (Duration, bool) {
     (started.elapsed(), cached)
 }
 
-/// The folder with the built components (`NAME.wasm`) and sidecars, built once per process
-/// and compiled into the shared code cache.
-fn dist() -> &'static Path {
-    static DIST: OnceLock<PathBuf> = OnceLock::new();
-    DIST.get_or_init(|| {
-        let out = guests::guest_target_dir().join("polyglot-dist");
-        run(Command::new("bash")
-            .arg(guests::repo_root().join("scripts/build-polyglot.sh"))
-            .arg(&out));
-        for p in &PLUGINS {
-            let bytes = std::fs::read(out.join(format!("{}.wasm", p.name))).unwrap();
-            let (took, cached) = precompile(&bytes);
-            eprintln!(
-                "{}: {} bytes, {} in {took:?}",
-                p.name,
-                bytes.len(),
-                if cached {
-                    "loaded from cache"
-                } else {
-                    "compiled"
-                }
-            );
-        }
-        out
-    })
-}
-
-/// A built component's bytes.
+/// A built component's bytes (`polyglot-dist/NAME.wasm`), compiled into the shared code
+/// cache the first time it is read in this process.
 fn component(name: &str) -> Vec<u8> {
-    std::fs::read(dist().join(format!("{name}.wasm"))).expect("built component")
+    prepared(&format!("polyglot-dist/{name}.wasm"))
 }
 
-/// The version of the changed `js-greet` the reload test installs.
+/// The version of the changed `js-greet` the reload test installs: `scripts/build-guests.sh`
+/// builds `js-greet` with its `VERSION` constant set to this.
 const RELOADED_VERSION: &str = "0.2.0";
 
-/// `js-greet` with `VERSION` changed to [`RELOADED_VERSION`]: the source copied, its version
-/// constant changed, and built by the same build script (once per process).
+/// `js-greet` with `VERSION` changed to [`RELOADED_VERSION`].
 fn js_greet_reloaded() -> Vec<u8> {
-    static BUILT: OnceLock<Vec<u8>> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = guests::repo_root();
-            let src = root.join("plugins/js-greet/listener.js");
-            let listener = std::fs::read_to_string(&src).unwrap();
-            let original = "const VERSION = '0.1.0';";
-            assert!(
-                listener.contains(original),
-                "{} sets VERSION",
-                src.display()
-            );
-            let changed =
-                listener.replace(original, &format!("const VERSION = '{RELOADED_VERSION}';"));
-            // The folder is named after the plugin; the build lays it out like the repository.
-            let dir = guests::guest_target_dir()
-                .join("polyglot-reloaded")
-                .join("js-greet");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("listener.js"), changed).unwrap();
-            let out = dir.with_file_name("js-greet.wasm");
-            run(Command::new("bash")
-                .arg(root.join("guest-sdk/js/build.sh"))
-                .arg(&dir)
-                .arg(&out));
-            let bytes = std::fs::read(&out).unwrap();
-            let (took, cached) = precompile(&bytes);
-            eprintln!("js-greet {RELOADED_VERSION}: prepared in {took:?} (cached: {cached})");
-            bytes
-        })
-        .clone()
+    prepared("polyglot-reloaded/js-greet.wasm")
+}
+
+/// The prebuilt component at `relative`, compiled into the shared code cache once per
+/// process (so hosts load it in milliseconds instead of compiling an interpreter each).
+fn prepared(relative: &str) -> Vec<u8> {
+    static PREPARED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let bytes = guests::prebuilt(relative);
+    if PREPARED.lock().unwrap().insert(relative.to_owned()) {
+        let (took, cached) = precompile(&bytes);
+        eprintln!(
+            "{relative}: {} bytes, {} in {took:?}",
+            bytes.len(),
+            if cached { "loaded from cache" } else { "compiled" }
+        );
+    }
+    bytes
 }
 
 /// Writes `name`'s sidecar (its greeting; reused instances when `reuse`) and installs its
@@ -205,7 +150,6 @@ async fn ask(c: &mut Client, msg_type: &str, content: Value) -> (String, Value) 
 
 #[tokio::test]
 async fn js_python_and_c_listeners_serve_next_to_rust_ones() {
-    dist();
     let host = TestHost::start(&["echo", "demo-chat"]).await;
     for p in &PLUGINS {
         let greeting = format!("Hi from {}", p.lang);
@@ -409,7 +353,10 @@ fn measure_component_load_times() {
     };
     let mut files: Vec<(String, PathBuf)> = PLUGINS
         .iter()
-        .map(|p| (p.name.to_owned(), dist().join(format!("{}.wasm", p.name))))
+        .map(|p| {
+            let file = format!("polyglot-dist/{}.wasm", p.name);
+            (p.name.to_owned(), guests::guest_target_dir().join(file))
+        })
         .collect();
     files.push(("echo (Rust)".into(), guests::path("echo")));
     println!("| plugin | size | first load (compile) | cached load (median of 5) |");
