@@ -49,7 +49,9 @@ impl ServerProcess {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {name}{hint}"))?;
-        let pid = child.id().with_context(|| format!("{name} exited at once"))?;
+        let pid = child
+            .id()
+            .with_context(|| format!("{name} exited at once"))?;
         Ok(Self {
             name,
             child,
@@ -75,7 +77,11 @@ impl ServerProcess {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("{} not ready within {within:?}:\n{}", self.name, self.log_tail());
+                bail!(
+                    "{} not ready within {within:?}:\n{}",
+                    self.name,
+                    self.log_tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -106,7 +112,10 @@ impl ServerProcess {
             .arg(self.pid.to_string())
             .status()
             .await;
-        if tokio::time::timeout(grace, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.child.wait())
+            .await
+            .is_err()
+        {
             eprintln!(
                 "{} ({}) did not exit within {grace:?} after SIGTERM; killing it",
                 self.name, self.pid

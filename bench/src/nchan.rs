@@ -66,13 +66,8 @@ impl Nchan {
             .arg(dir.path().join("error.log"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("stderr.log"))?);
-        let mut process = ServerProcess::spawn(
-            "nginx",
-            &mut command,
-            dir,
-            &["stderr.log", "error.log"],
-            "",
-        )?;
+        let mut process =
+            ServerProcess::spawn("nginx", &mut command, dir, &["stderr.log", "error.log"], "")?;
         let pid = process.pid;
         let url = format!("http://{addr}/ready");
         process
