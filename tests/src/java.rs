@@ -72,7 +72,7 @@ fn classes() -> &'static Path {
             }
         }
         let status = Command::new("javac")
-            .args(["-nowarn", "-d"])
+            .args(["-nowarn", "-XDsuppressNotes", "-d"])
             .arg(&out)
             .args(["-cp", &classpath(Path::new("."))])
             .args(&sources)

@@ -68,7 +68,12 @@ async fn received(client: &mut Client, n: u64) -> Vec<(String, Value)> {
         .until_marker(n)
         .await
         .into_iter()
-        .map(|v| (v["type"].as_str().unwrap_or("").to_owned(), v["content"].clone()))
+        .map(|v| {
+            (
+                v["type"].as_str().unwrap_or("").to_owned(),
+                v["content"].clone(),
+            )
+        })
         .collect()
 }
 
@@ -211,7 +216,10 @@ async fn malformed_messages_are_counted_by_reason_and_skipped() {
     let huge = format!("{{\"messageContent\":\"{}\"}}", "x".repeat(5000));
     for (channel, payload) in [
         ("RedisWebSocketMessage", "not json"),
-        ("RedisWebSocketMessage", r#"{"messageType":"t","messageContent":"1"}"#),
+        (
+            "RedisWebSocketMessage",
+            r#"{"messageType":"t","messageContent":"1"}"#,
+        ),
         ("RedisWebSocketMessage", r#"{"userType":2,"userId":1}"#),
         ("RedisWebSocketMessage", &huge),
         ("global:websocket", r#"["x",{"sessionKeys":[1]}]"#),
@@ -225,9 +233,11 @@ async fn malformed_messages_are_counted_by_reason_and_skipped() {
         (yudao, "bad_type"),
         (yudao, "too_large"),
     ] {
-        eventually(PATIENCE, &format!("{source} {reason} counted"), async || {
-            (rejected(&host, source, reason).await == Some(1.0)).then_some(())
-        })
+        eventually(
+            PATIENCE,
+            &format!("{source} {reason} counted"),
+            async || (rejected(&host, source, reason).await == Some(1.0)).then_some(()),
+        )
         .await;
     }
     eventually(PATIENCE, "ruoyi rejects counted", async || {
@@ -315,7 +325,9 @@ async fn ruoyi_plus_topics_reach_the_listed_users() {
     assert_eq!(sse_received(&mut sse8, "1").await, Vec::<String>::new());
 
     // SseMessageUtils.publishMessage(userIds [7]).
-    let published = java.run(&["ruoyi-sse", &port, "app", "7", "hello sse"]).await;
+    let published = java
+        .run(&["ruoyi-sse", &port, "app", "7", "hello sse"])
+        .await;
     assert_eq!(
         published.payload,
         r#"["org.dromara.common.sse.dto.SseMessageDto",{"message":"hello sse","userIds":["java.util.ArrayList",[7]]}]"#
@@ -467,5 +479,74 @@ async fn yudao_rabbitmq_targets_with_the_tenant_header() {
         })
         .await;
     }
+    java.stop().await;
+}
+
+/// The broker's process id of the AMQP connection whose client properties mention `name`.
+fn amqp_connection(name: &str) -> Option<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| l.contains(name))?;
+    Some(line.split('\t').next()?.trim().to_owned())
+}
+
+#[tokio::test]
+async fn yudao_rabbitmq_source_reconnects_when_the_broker_drops_it() {
+    if !require_java() || !require_rabbitmq() {
+        return;
+    }
+    if std::process::Command::new("rabbitmqctl")
+        .arg("help")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: no rabbitmqctl to drop the connection with");
+        return;
+    }
+    let source = "yudao-amqp-drop";
+    // An exchange of its own: the other RabbitMQ test publishes in parallel.
+    let exchange = "switchboard-test-reconnect-exchange";
+    let config = ingest(&format!(
+        "[[ingest]]\nkind = \"yudao-rabbitmq\"\nname = \"{source}\"\nurl = \"{AMQP_URL}\"\n\
+         exchange = \"{exchange}\"\n"
+    ));
+    let host = TestHost::start_with(&[], |c| c.ingest = config).await;
+    wait_up(&host, source, true).await;
+    let name = format!("switchboard ingest {source}");
+    let first = amqp_connection(&name).expect("the source's connection is listed");
+    // What a broker restart or a cut link does to the consumer: the connection is gone.
+    let closed = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "close_connection", &first, "ingest reconnect test"])
+        .status()
+        .expect("rabbitmqctl runs");
+    assert!(closed.success());
+    // A new connection exists only after the old consumer failed, so `up` is fresh after it.
+    eventually(PATIENCE * 2, "a new connection", async || {
+        amqp_connection(&name).filter(|pid| *pid != first)
+    })
+    .await;
+    wait_up(&host, source, true).await;
+
+    let mut user = host.connect("1", 2, None).await;
+    let mut java = Publisher::start();
+    java.run(&[
+        "yudao-rabbitmq",
+        AMQP_URL,
+        exchange,
+        "-",
+        "user:2:1",
+        "back",
+        "again",
+    ])
+    .await;
+    wait_taken(&host, source, 1).await;
+    marker(&host, 1).await;
+    assert_eq!(
+        received(&mut user, 1).await,
+        vec![("back".to_owned(), notice("again"))]
+    );
     java.stop().await;
 }

@@ -87,7 +87,6 @@ pub enum IngestKind {
     /// yudao's `RedisWebSocketMessageSender`: JSON on a Redis pub/sub channel.
     YudaoRedis,
     /// yudao's `RabbitMQWebSocketMessageSender`: JSON on a RabbitMQ topic exchange.
-    #[serde(rename = "yudao-rabbitmq")]
     YudaoRabbitmq,
     /// RuoYi-Vue-Plus's `WebSocketUtils` and `SseMessageUtils`: Redisson topics.
     RuoyiPlusRedis,
@@ -182,8 +181,16 @@ fn check_one(i: usize, s: &IngestConfig) -> Result<(), Invalid> {
     let foreign: [(&str, bool, IngestKind); 5] = [
         ("channel", s.channel.is_some(), IngestKind::YudaoRedis),
         ("exchange", s.exchange.is_some(), IngestKind::YudaoRabbitmq),
-        ("key_prefix", s.key_prefix.is_some(), IngestKind::RuoyiPlusRedis),
-        ("user_types", s.user_types.is_some(), IngestKind::RuoyiPlusRedis),
+        (
+            "key_prefix",
+            s.key_prefix.is_some(),
+            IngestKind::RuoyiPlusRedis,
+        ),
+        (
+            "user_types",
+            s.user_types.is_some(),
+            IngestKind::RuoyiPlusRedis,
+        ),
         (
             "message_type",
             s.message_type.is_some(),
@@ -329,8 +336,14 @@ mod tests {
                 "kind = \"yudao-redis\"\nexchange = \"x\"",
                 "ingest[0].exchange",
             ),
-            ("kind = \"yudao-rabbitmq\"\nurl = \"redis://x\"", "ingest[0].url"),
-            ("kind = \"yudao-redis\"\nurl = \"amqp://x\"", "ingest[0].url"),
+            (
+                "kind = \"yudao-rabbitmq\"\nurl = \"redis://x\"",
+                "ingest[0].url",
+            ),
+            (
+                "kind = \"yudao-redis\"\nurl = \"amqp://x\"",
+                "ingest[0].url",
+            ),
             (
                 "kind = \"ruoyi-plus-redis\"\nuser_types = []",
                 "ingest[0].user_types",
@@ -344,7 +357,10 @@ mod tests {
                 "ingest[0].reject_log_interval_secs",
             ),
             ("kind = \"yudao-redis\"\nname = \"a b\"", "ingest[0].name"),
-            ("kind = \"yudao-redis\"\nchannel = \"\"", "ingest[0].channel"),
+            (
+                "kind = \"yudao-redis\"\nchannel = \"\"",
+                "ingest[0].channel",
+            ),
         ] {
             let err = parse(&format!("[[ingest]]\n{text}\n")).unwrap_err();
             assert!(err.contains(key), "{text}: {err}");

@@ -34,6 +34,8 @@ pub(super) struct Link {
     pub url: String,
     /// yudao's topic exchange.
     pub exchange: String,
+    /// The connection's name in the broker's management tools: `switchboard ingest <source>`.
+    pub connection_name: String,
 }
 
 /// Consumes until `stop` is cancelled.
@@ -96,7 +98,9 @@ pub(super) async fn run(link: Link, mut source: Source, stop: CancellationToken)
 
 /// Connects, declares the exchange, binds a queue of this node's own and consumes from it.
 async fn subscribe(link: &Link) -> lapin::Result<(Connection, lapin::Consumer)> {
-    let connection = Connection::connect(&link.url, ConnectionProperties::default()).await?;
+    let properties =
+        ConnectionProperties::default().with_connection_name(link.connection_name.as_str().into());
+    let connection = Connection::connect(&link.url, properties).await?;
     let channel = connection.create_channel().await?;
     channel
         .exchange_declare(

@@ -154,6 +154,7 @@ pub(crate) fn start(
                 let link = amqp::Link {
                     url: config.url().to_owned(),
                     exchange: config.exchange().to_owned(),
+                    connection_name: format!("switchboard ingest {}", config.name()),
                 };
                 tokio::spawn(amqp::run(link, source, stop));
             }

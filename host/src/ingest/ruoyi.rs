@@ -149,9 +149,7 @@ fn untyped(value: Value) -> Value {
 fn user_id(value: Value) -> Result<String, Reject> {
     match &value {
         Value::Number(n) if n.is_i64() || n.is_u64() => Ok(n.to_string()),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            Ok(s.clone())
-        }
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => Ok(s.clone()),
         _ => Err(Reject::new(
             Reason::Malformed,
             format!("{value} is not a user id"),

@@ -120,11 +120,18 @@ fn map(m: Message, tenant: Option<String>) -> Result<Delivery, Reject> {
             n.value()
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| {
-                    Reject::new(Reason::NoTarget, format!("userType {n:?} is not a user type"))
+                    Reject::new(
+                        Reason::NoTarget,
+                        format!("userType {n:?} is not a user type"),
+                    )
                 })?,
         ),
     };
-    let target = match (m.session_id.filter(|s| !s.is_empty()), user_type, &m.user_id) {
+    let target = match (
+        m.session_id.filter(|s| !s.is_empty()),
+        user_type,
+        &m.user_id,
+    ) {
         (Some(session), _, _) => Target::Session(session),
         (None, Some(user_type), Some(id)) => {
             let id = id.value().ok_or_else(|| {
