@@ -330,6 +330,16 @@ mod tests {
     }
 
     #[test]
+    fn the_list_comes_from_the_environment_too() {
+        let env = [(
+            "SWITCHBOARD_INGEST".to_owned(),
+            "[{kind = \"yudao-redis\", name = \"a\"}]".to_owned(),
+        )];
+        let config = crate::config::Config::parse("", env).unwrap();
+        assert_eq!(config.ingest[0].name(), "a");
+    }
+
+    #[test]
     fn bad_sources_name_the_key_and_the_fix() {
         for (text, key) in [
             (
