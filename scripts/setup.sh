@@ -14,3 +14,15 @@ command -v redis-server >/dev/null 2>&1 || scripts/apt-install.sh redis-server
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
     scripts/apt-install.sh nats-server
 fi
+
+# The ingest tests publish what yudao and RuoYi-Vue-Plus publish with a small Java program
+# (tests/java) built against Debian's Jackson and RabbitMQ client jars.
+java_packages=(openjdk-17-jdk-headless libjackson2-databind-java libjackson2-core-java
+    libjackson2-annotations-java librabbitmq-client-java libslf4j-java)
+if ! command -v javac >/dev/null 2>&1 || [ ! -f /usr/share/java/jackson-databind.jar ] \
+    || [ ! -f /usr/share/java/amqp-client.jar ]; then
+    echo "setup: installing a JDK and the Jackson and RabbitMQ client jars"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${java_packages[@]}" >/dev/null
+fi

@@ -8,7 +8,10 @@
 mod check;
 mod endpoints;
 mod env;
+mod ingest;
 pub mod plugin_ranges;
+
+pub use ingest::{IngestConfig, IngestKind};
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
@@ -54,6 +57,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Client endpoints; each has a path, a transport and a wire profile.
     pub endpoints: Vec<EndpointConfig>,
+    /// Sources of messages a back end publishes through its framework's own sender.
+    pub ingest: Vec<IngestConfig>,
 }
 
 /// `[server]`
@@ -464,6 +469,7 @@ impl Config {
         check::auth(&self.auth)?;
         check::cluster(&self.cluster)?;
         endpoints::check(&self.endpoints)?;
+        ingest::check(&self.ingest)?;
         plugin_ranges::check_host(&self.plugins)?;
         Ok(())
     }

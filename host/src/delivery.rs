@@ -170,6 +170,20 @@ impl Hub {
         Sent { local, cluster }
     }
 
+    /// Delivers to this node's sessions only, never publishing to the other nodes: for
+    /// messages that every node receives by itself (ingest sources), where a cluster publish
+    /// would deliver them twice.
+    pub(crate) fn deliver_here(
+        &self,
+        target: &Target,
+        scope: &Scope,
+        msg_type: String,
+        content: Box<RawValue>,
+    ) -> usize {
+        let msg = Outbound::new(msg_type, content);
+        deliver_local(&self.registry, target, scope, &msg)
+    }
+
     /// Delivers a publication from another node to local sessions.
     pub(crate) fn deliver_publication(&self, p: Publication) -> usize {
         if *p.origin == *self.node_id {

@@ -26,6 +26,7 @@
 //! | 3 | `cluster` | the broker that joins hosts into a cluster, and cluster presence |
 //! | 4 | [`delivery`] | encode-once fan-out to local sessions, the [`delivery::Hub`] |
 //! | 5 | [`dispatch`] | the seam between transports and listeners |
+//! | 5 | `ingest` | consuming what a back end's framework sender publishes (yudao, RuoYi-Vue-Plus) |
 //! | 6 | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports |
 //! | 7 | `http_error`, `accept`, `state` | the HTTP error shape, the accept loop, handler state |
 //! | 8 | `transport`, `api`, `web` | connections, the HTTP API, the demo page |
@@ -60,6 +61,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod frame;
 pub(crate) mod http_error;
+pub(crate) mod ingest;
 pub mod plugins;
 pub(crate) mod rate;
 pub mod server;

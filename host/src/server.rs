@@ -137,6 +137,9 @@ pub async fn run(
             }
         });
     }
+    // Consumers of the back end's own sender; they stop with the cluster tasks.
+    crate::ingest::start(&config.ingest, &hub, &cluster_stop.child_token())
+        .context("starting the [[ingest]] sources")?;
     let plugins = PluginHost::start(&config.plugins, hub.clone())
         .await
         .context("starting the plugin host")?;

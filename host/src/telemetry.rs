@@ -95,6 +95,19 @@ const PLUGIN_COUNTERS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Per-source ingest counters (label `source`, and `reason` for rejects): described only,
+/// since sources are named in the config; each source registers its series at zero.
+const INGEST_COUNTERS: &[(&str, &str)] = &[
+    (
+        "switchboard_ingest_messages_total",
+        "Messages an ingest source decoded and delivered.",
+    ),
+    (
+        "switchboard_ingest_rejected_total",
+        "Messages an ingest source skipped because it could not decode or route them, by reason.",
+    ),
+];
+
 /// Profiles and transports of `switchboard_connections`.
 const TRANSPORTS: &[&str] = &["websocket", "sse"];
 const PROFILES: &[&str] = &["native", "yudao", "ruoyi-plus"];
@@ -115,6 +128,13 @@ pub(crate) fn describe() {
     for (name, help) in PLUGIN_COUNTERS {
         describe_counter!(*name, *help);
     }
+    for (name, help) in INGEST_COUNTERS {
+        describe_counter!(*name, *help);
+    }
+    describe_gauge!(
+        "switchboard_ingest_up",
+        "1 while an ingest source is subscribed to its broker, else 0 (label `source`)."
+    );
     describe_histogram!(
         "switchboard_plugin_call_seconds",
         Unit::Seconds,

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod guests;
 pub mod host;
+pub mod java;
 pub mod sse;
 
 use std::time::Duration;

@@ -3,7 +3,8 @@
 //! A value is read as the type its key expects: as TOML when that deserializes for the key
 //! (numbers, booleans, arrays), else as the plain string. So `SWITCHBOARD_CLUSTER__NODE_ID=1`
 //! or an all-digit secret stays a string, while `SWITCHBOARD_SERVER__OUTBOUND_QUEUE=7` is a
-//! number. `SWITCHBOARD_ENDPOINTS` replaces the endpoint list with a TOML array of tables.
+//! number. `SWITCHBOARD_ENDPOINTS` and `SWITCHBOARD_INGEST` replace the endpoint and ingest lists
+//! with a TOML array of tables.
 
 use anyhow::bail;
 use serde::Deserialize as _;
@@ -15,9 +16,9 @@ use super::{Config, ENV_PREFIX};
 pub(super) struct Override {
     /// The environment variable, e.g. `SWITCHBOARD_SERVER__LISTEN`.
     pub var: String,
-    /// Section (`server`), or `endpoints` for the whole list.
+    /// Section (`server`), or `endpoints` / `ingest` for the whole list.
     pub section: String,
-    /// Key within the section; `None` for `endpoints`.
+    /// Key within the section; `None` for a whole list.
     pub key: Option<String>,
     /// The value, already of the type the key expects.
     pub value: toml::Value,
@@ -60,8 +61,8 @@ pub(super) fn read(name: &str, value: &str) -> anyhow::Result<Option<Override>> 
     let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
         return Ok(None);
     };
-    let (section, key) = if rest == "ENDPOINTS" {
-        ("endpoints".to_owned(), None)
+    let (section, key) = if rest == "ENDPOINTS" || rest == "INGEST" {
+        (rest.to_ascii_lowercase(), None)
     } else {
         let Some((section, key)) = rest.split_once("__") else {
             return Ok(None);
