@@ -21,8 +21,5 @@ java_packages=(openjdk-17-jdk-headless libjackson2-databind-java libjackson2-cor
     libjackson2-annotations-java librabbitmq-client-java libslf4j-java)
 if ! command -v javac >/dev/null 2>&1 || [ ! -f /usr/share/java/jackson-databind.jar ] \
     || [ ! -f /usr/share/java/amqp-client.jar ]; then
-    echo "setup: installing a JDK and the Jackson and RabbitMQ client jars"
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${java_packages[@]}" >/dev/null
+    scripts/apt-install.sh "${java_packages[@]}"
 fi
