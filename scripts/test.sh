@@ -13,7 +13,7 @@ cargo fmt --all --check --manifest-path plugins/Cargo.toml
 cargo fmt --all --check --manifest-path tests/guests/Cargo.toml
 
 echo "== clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features switchboard-tests/e2e -- -D warnings
 guest_target="${SWITCHBOARD_GUEST_TARGET_DIR:-$PWD/target/guests}"
 CARGO_TARGET_DIR="$guest_target/plugins" cargo clippy --release --target wasm32-wasip2 \
     --manifest-path plugins/Cargo.toml -- -D warnings
@@ -33,7 +33,8 @@ echo "== guests"
 scripts/build-guests.sh
 
 echo "== end-to-end tests"
-cargo test -p switchboard-tests "$@"
+# The same package set as the hermetic tier, so nothing but the test targets is rebuilt.
+cargo test --workspace --features switchboard-tests/e2e "$@"
 
 echo "== browser test"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"

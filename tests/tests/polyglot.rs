@@ -3,7 +3,7 @@
 //! once into the code cache the test hosts share, then installed into real hosts and
 //! exercised over real sockets, including a hot reload of the JavaScript plugin.
 //!
-//! `cargo test --release -p switchboard-tests --test polyglot -- --ignored --nocapture`
+//! `cargo test --release -p switchboard-tests --features e2e --test polyglot -- --ignored --nocapture`
 //! prints each language's component size, first-load compile time and cached load time.
 
 use std::{
