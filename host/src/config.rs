@@ -19,7 +19,6 @@ pub use presets::effective as effective_provider;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
 
-
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 

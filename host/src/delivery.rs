@@ -26,7 +26,9 @@ pub(crate) fn deliver_local(
 ) -> usize {
     let mut queued = 0;
     let mut push = |s: &Arc<crate::sessions::Session>| {
-        if via.admits(s.transport, s.endpoint()) && s.push(Frame::Message(msg.clone())) == Pushed::Queued {
+        if via.admits(s.transport, s.endpoint())
+            && s.push(Frame::Message(msg.clone())) == Pushed::Queued
+        {
             queued += 1;
         }
     };

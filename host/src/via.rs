@@ -64,7 +64,9 @@ mod tests {
         assert!(ws.admits(Websocket, Some("/a")) && !ws.admits(Sse, Some("/a")));
         let a = Via::endpoint("/a");
         assert!(a.admits(Sse, Some("/a")) && !a.admits(Sse, Some("/b")) && !a.admits(Sse, None));
-        let json: Via = serde_json::from_str(r#"{"transports":["sse"],"endpoints":["/resource/sse"]}"#).unwrap();
+        let json: Via =
+            serde_json::from_str(r#"{"transports":["sse"],"endpoints":["/resource/sse"]}"#)
+                .unwrap();
         assert!(json.admits(Sse, Some("/resource/sse")));
         assert!(serde_json::from_str::<Via>(r#"{"nope":1}"#).is_err());
     }

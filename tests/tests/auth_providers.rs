@@ -58,7 +58,10 @@ async fn check_token(
 ) -> (axum::http::StatusCode, Json<Value>) {
     s.calls.fetch_add(1, Ordering::SeqCst);
     if s.broken.load(Ordering::SeqCst) {
-        return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, Json(json!({})));
+        return (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({})),
+        );
     }
     let basic = format!(
         "Basic {}",
@@ -197,14 +200,24 @@ async fn both(redis_url: &str, check_token: SocketAddr) -> TestHost {
         );
         c.endpoints = vec![
             endpoint("/ws", TransportKind::Websocket, Profile::Native, "default"),
-            endpoint("/infra/ws", TransportKind::Websocket, Profile::Yudao, "yudao"),
+            endpoint(
+                "/infra/ws",
+                TransportKind::Websocket,
+                Profile::Yudao,
+                "yudao",
+            ),
             endpoint(
                 "/resource/websocket",
                 TransportKind::Websocket,
                 Profile::RuoyiPlus,
                 "ruoyi",
             ),
-            endpoint("/resource/sse", TransportKind::Sse, Profile::RuoyiPlus, "ruoyi"),
+            endpoint(
+                "/resource/sse",
+                TransportKind::Sse,
+                Profile::RuoyiPlus,
+                "ruoyi",
+            ),
         ];
     })
     .await
@@ -262,9 +275,19 @@ async fn yudao_access_and_refresh_tokens_logout_and_stay_refused() {
     backend.valid.lock().remove(&refresh);
     assert_eq!(by_refresh.closed().await, Some(4004));
     let (status, body) = refused(&url(&refresh)).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_token")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
     let page = host.metrics().await;
-    assert!(metric(&page, "switchboard_auth_sessions_closed_total{reason=\"revoked\"}").unwrap() >= 2.0);
+    assert!(
+        metric(
+            &page,
+            "switchboard_auth_sessions_closed_total{reason=\"revoked\"}"
+        )
+        .unwrap()
+            >= 2.0
+    );
 }
 
 #[tokio::test]
@@ -279,23 +302,44 @@ async fn ruoyi_plus_sa_token_without_exp_clientid_liveness_and_channels() {
         sa_token_login(&redis, 1, CLIENT_ID),
     );
     let ws = |token: &str, cid: &str| {
-        format!("{}?{}", host.ws_url("/resource/websocket"), ruoyi_query(token, cid))
+        format!(
+            "{}?{}",
+            host.ws_url("/resource/websocket"),
+            ruoyi_query(token, cid)
+        )
     };
     let sse = |token: &str| {
-        format!("http://{}/resource/sse?{}", host.addr, ruoyi_query(token, CLIENT_ID))
+        format!(
+            "http://{}/resource/sse?{}",
+            host.addr,
+            ruoyi_query(token, CLIENT_ID)
+        )
     };
 
     // A token whose clientid differs from the request's is refused, as RuoYi's interceptor does.
     let (status, body) = refused(&ws(&phone, "another-client")).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_claims")));
-    assert_eq!(refused(&format!("{}?Authorization=Bearer%20{phone}", host.ws_url("/resource/websocket"))).await.0, 401);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_claims"))
+    );
+    assert_eq!(
+        refused(&format!(
+            "{}?Authorization=Bearer%20{phone}",
+            host.ws_url("/resource/websocket")
+        ))
+        .await
+        .0,
+        401
+    );
     // A well-signed token whose liveness key does not exist (never logged in, or logged out).
     let stale = sa_token_login(&redis, 9, CLIENT_ID);
     redis.cli(&["DEL", &format!("Authorization:login:token:{stale}")]);
     assert_eq!(refused(&ws(&stale, CLIENT_ID)).await.0, 401);
 
     // The same page with WebSocket and SSE on: each message arrives once per channel.
-    let mut socket = Client::connect_raw(&ws(&phone, CLIENT_ID), &[]).await.unwrap();
+    let mut socket = Client::connect_raw(&ws(&phone, CLIENT_ID), &[])
+        .await
+        .unwrap();
     let mut stream = SseClient::connect(&sse(&phone)).await.unwrap();
     let mut other_device = SseClient::connect(&sse(&laptop)).await.unwrap();
     for s in [&mut stream, &mut other_device] {
@@ -303,15 +347,16 @@ async fn ruoyi_plus_sa_token_without_exp_clientid_liveness_and_channels() {
     }
     socket.send_text("hello").await;
     assert_eq!(socket.next_text().await, "hello");
-    let push = |via: Value, text: &str| {
-        json!({"to": {"user": {"user_type": 1, "user_id": "1"}}, "tenant_id": "000000", "type": "t", "content": text, "via": via})
-    };
-    let (status, _) = host.push(push(json!({"transports": ["sse"]}), "to sse")).await;
+    let push = |via: Value, text: &str| json!({"to": {"user": {"user_type": 1, "user_id": "1"}}, "tenant_id": "000000", "type": "t", "content": text, "via": via});
+    let (status, _) = host
+        .push(push(json!({"transports": ["sse"]}), "to sse"))
+        .await;
     assert_eq!(status, 202);
     // The SSE streams get the push and not the WebSocket echo.
     assert_eq!(stream.next_message().await, "to sse");
     assert_eq!(other_device.next_message().await, "to sse");
-    host.push(push(json!({"endpoints": ["/resource/websocket"]}), "to ws")).await;
+    host.push(push(json!({"endpoints": ["/resource/websocket"]}), "to ws"))
+        .await;
     assert_eq!(socket.next_text().await, "to ws");
 
     // `/resource/sse/close` with the phone's token ends the phone's stream only.
@@ -323,7 +368,8 @@ async fn ruoyi_plus_sa_token_without_exp_clientid_liveness_and_channels() {
         .unwrap();
     assert_eq!(closed["closed"], json!(1));
     while stream.next_block().await.is_some() {}
-    host.push(push(json!({"transports": ["sse"]}), "still here")).await;
+    host.push(push(json!({"transports": ["sse"]}), "still here"))
+        .await;
     assert_eq!(other_device.next_message().await, "still here");
 
     // Logout on the phone (Sa-Token deletes its key): its WebSocket closes with 4004 within
@@ -331,8 +377,12 @@ async fn ruoyi_plus_sa_token_without_exp_clientid_liveness_and_channels() {
     redis.cli(&["DEL", &format!("Authorization:login:token:{phone}")]);
     assert_eq!(socket.closed().await, Some(4004));
     assert_eq!(refused(&ws(&phone, CLIENT_ID)).await.0, 401);
-    assert_eq!(SseClient::connect(&sse(&phone)).await.err().map(|e| e.0), Some(401));
-    host.push(push(json!({"transports": ["sse"]}), "laptop")).await;
+    assert_eq!(
+        SseClient::connect(&sse(&phone)).await.err().map(|e| e.0),
+        Some(401)
+    );
+    host.push(push(json!({"transports": ["sse"]}), "laptop"))
+        .await;
     assert_eq!(other_device.next_message().await, "laptop");
     // Kick-out of the laptop ends its stream too.
     redis.cli(&["DEL", &format!("Authorization:login:token:{laptop}")]);
@@ -355,22 +405,37 @@ async fn back_ends_down_answer_503_and_other_endpoints_keep_serving() {
             http_timeout_ms: 500,
             ..Default::default()
         };
-        c.auth.providers.insert("down".into(), provider(dead_http, Some(dead_redis)));
+        c.auth
+            .providers
+            .insert("down".into(), provider(dead_http, Some(dead_redis)));
         c.auth.providers.insert(
             "failing".into(),
-            provider(format!("http://{addr}/admin-api/system/oauth2/check-token"), None),
+            provider(
+                format!("http://{addr}/admin-api/system/oauth2/check-token"),
+                None,
+            ),
         );
         c.endpoints = vec![
             endpoint("/ws", TransportKind::Websocket, Profile::Native, "default"),
             endpoint("/down", TransportKind::Websocket, Profile::Yudao, "down"),
-            endpoint("/failing", TransportKind::Websocket, Profile::Yudao, "failing"),
+            endpoint(
+                "/failing",
+                TransportKind::Websocket,
+                Profile::Yudao,
+                "failing",
+            ),
         ];
     })
     .await;
     backend.broken.store(true, Ordering::SeqCst);
     for path in ["/down", "/failing"] {
-        let (status, body) = refused(&format!("{}?token={}", host.ws_url(path), uuid_token())).await;
-        assert_eq!((status, body["code"].as_str()), (503, Some("auth_unavailable")), "{path}");
+        let (status, body) =
+            refused(&format!("{}?token={}", host.ws_url(path), uuid_token())).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("auth_unavailable")),
+            "{path}"
+        );
     }
     // Not cached: the back end is asked again, and a recovered one is believed.
     let token = uuid_token();
@@ -397,7 +462,19 @@ async fn an_expired_jwt_session_closes_with_4003() {
         .await
         .unwrap();
     assert_eq!(c.closed().await, Some(4003));
-    assert_eq!(refused(&format!("{}?token={token}", host.ws_url("/ws"))).await.0, 401);
+    assert_eq!(
+        refused(&format!("{}?token={token}", host.ws_url("/ws")))
+            .await
+            .0,
+        401
+    );
     let page = host.metrics().await;
-    assert!(metric(&page, "switchboard_auth_sessions_closed_total{reason=\"expired\"}").unwrap() >= 1.0);
+    assert!(
+        metric(
+            &page,
+            "switchboard_auth_sessions_closed_total{reason=\"expired\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
 }

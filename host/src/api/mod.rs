@@ -259,14 +259,18 @@ async fn dev_token(
         tenant_id: req.tenant_id.filter(|t| !t.is_empty()).map(Into::into),
     };
     let ttl = Duration::from_secs(req.ttl_secs.unwrap_or(3600).clamp(1, 86_400));
-    let token = state.auth.default_provider().issue(&principal, ttl).map_err(|e| {
-        tracing::warn!(error = %e, "cannot sign dev token");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "signing_unavailable",
-            "no signing key is configured",
-        )
-    })?;
+    let token = state
+        .auth
+        .default_provider()
+        .issue(&principal, ttl)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot sign dev token");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "signing_unavailable",
+                "no signing key is configured",
+            )
+        })?;
     Ok(Json(json!({ "token": token })))
 }
 

@@ -37,7 +37,9 @@ impl AnswerCache {
     /// A cache of at most `size` answers.
     pub(super) fn new(size: usize, positive: Duration, negative: Duration) -> Self {
         Self {
-            entries: Mutex::new(LruCache::new(NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN))),
+            entries: Mutex::new(LruCache::new(
+                NonZeroUsize::new(size).unwrap_or(NonZeroUsize::MIN),
+            )),
             positive,
             negative,
         }
@@ -63,9 +65,9 @@ impl AnswerCache {
         let ttl = match answer {
             Err(AuthError::Unavailable) => return,
             Ok(v) => {
-                let left = v
-                    .expires_at
-                    .map_or(self.positive, |exp| Duration::from_secs(exp.saturating_sub(now_secs)));
+                let left = v.expires_at.map_or(self.positive, |exp| {
+                    Duration::from_secs(exp.saturating_sub(now_secs))
+                });
                 self.positive.min(left)
             }
             Err(_) => self.negative,

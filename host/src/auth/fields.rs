@@ -156,7 +156,8 @@ mod tests {
         assert_eq!(v.expires_at, Some(1_700_000_100));
         assert_eq!((&*v.principal.user_id, v.principal.user_type), ("1", 2));
         assert_eq!(v.principal.tenant_id.as_deref(), Some("1"));
-        let json = serde_json::json!({"userId": "7", "userType": 1, "expiresTime": "2023-11-14 22:15:00"});
+        let json =
+            serde_json::json!({"userId": "7", "userType": 1, "expiresTime": "2023-11-14 22:15:00"});
         let format = Expiry::new(&ExpiresFormat::DateTime {
             format: "[year]-[month]-[day] [hour]:[minute]:[second]".into(),
             offset: "+08:00".into(),
@@ -171,7 +172,8 @@ mod tests {
     #[test]
     fn expired_and_malformed_values_are_refused() {
         let now = 1_700_000_000;
-        let expired = serde_json::json!({"userId": 1, "userType": 2, "expiresTime": 1_600_000_000_000u64});
+        let expired =
+            serde_json::json!({"userId": 1, "userType": 2, "expiresTime": 1_600_000_000_000u64});
         let err = fields(Expiry::Millis).read(&expired, now).unwrap_err();
         assert_eq!(err.to_string(), "invalid token: expired");
         for bad in [

@@ -79,7 +79,12 @@ impl Introspect {
     }
 
     /// The answer for `token`, from the cache when `cached` and fresh there.
-    pub(super) async fn check(&self, token: &str, now: u64, cached: bool) -> Result<Verified, AuthError> {
+    pub(super) async fn check(
+        &self,
+        token: &str,
+        now: u64,
+        cached: bool,
+    ) -> Result<Verified, AuthError> {
         let started = Instant::now();
         if cached && let Some(answer) = self.cache.get(token, started) {
             metrics::counter!("switchboard_auth_cache_total", "result" => "hit").increment(1);

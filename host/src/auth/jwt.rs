@@ -187,7 +187,11 @@ impl Authenticator {
     }
 
     /// `"<user type name>:<user id>"` of `login_id_claim`.
-    fn login_id(&self, claim: &str, claims: &Map<String, Value>) -> Result<(u32, String), AuthError> {
+    fn login_id(
+        &self,
+        claim: &str,
+        claims: &Map<String, Value>,
+    ) -> Result<(u32, String), AuthError> {
         let bad = || {
             AuthError::Claim(format!(
                 "{claim:?} (login id) must be \"<user type name>:<user id>\" with a configured name"
@@ -283,11 +287,13 @@ impl Authenticator {
 fn tenant(claims: &Map<String, Value>, claim: &str) -> Result<Option<String>, AuthError> {
     match claims.get(claim) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => Ok(Some(scalar_string(v).filter(|s| !s.is_empty()).ok_or_else(|| {
-            AuthError::Claim(format!(
-                "{claim:?} (tenant id) must be a non-empty string or a number"
-            ))
-        })?)),
+        Some(v) => Ok(Some(
+            scalar_string(v).filter(|s| !s.is_empty()).ok_or_else(|| {
+                AuthError::Claim(format!(
+                    "{claim:?} (tenant id) must be a non-empty string or a number"
+                ))
+            })?,
+        )),
     }
 }
 

@@ -40,7 +40,9 @@ impl Link {
         let mut con = self.con.clone();
         let mut cmd = redis::cmd("GET");
         cmd.arg(key);
-        match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<Option<String>>(&mut con)).await {
+        match tokio::time::timeout(COMMAND_TIMEOUT, cmd.query_async::<Option<String>>(&mut con))
+            .await
+        {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "auth back end Redis failed");

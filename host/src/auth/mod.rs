@@ -134,4 +134,3 @@ impl AuthError {
         !matches!(self, AuthError::Unavailable)
     }
 }
-

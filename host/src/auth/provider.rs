@@ -66,7 +66,11 @@ pub struct Provider {
     recheck_every: Duration,
 }
 
-fn fields(c: &AuthConfig, pointers: [&String; 4], format: &crate::config::ExpiresFormat) -> anyhow::Result<Fields> {
+fn fields(
+    c: &AuthConfig,
+    pointers: [&String; 4],
+    format: &crate::config::ExpiresFormat,
+) -> anyhow::Result<Fields> {
     Ok(Fields {
         user_id: pointers[0].clone(),
         user_type: pointers[1].clone(),
@@ -206,7 +210,9 @@ impl Provider {
         let mut result = match &self.source {
             // The signature cannot change; the expiry was checked above.
             Source::Jwt(_) => Ok(()),
-            Source::Lookup { redis, http } => lookup(redis, http, token, now, false).await.map(drop),
+            Source::Lookup { redis, http } => {
+                lookup(redis, http, token, now, false).await.map(drop)
+            }
         };
         if result.is_ok()
             && let Some(liveness) = &self.liveness
@@ -217,7 +223,10 @@ impl Provider {
             Ok(()) => Recheck::Valid,
             Err(AuthError::Unavailable) => Recheck::Unavailable,
             Err(e) => {
-                if let Source::Lookup { http: Some(http), .. } = &self.source {
+                if let Source::Lookup {
+                    http: Some(http), ..
+                } = &self.source
+                {
                     http.refuse(token, now);
                 }
                 match e {

@@ -4,8 +4,7 @@
 use std::ops::RangeInclusive;
 
 use super::{
-    AuthConfig, EndpointConfig, ExpiresFormat, Invalid, Preset, ProviderKind,
-    auth::parse_condition,
+    AuthConfig, EndpointConfig, ExpiresFormat, Invalid, Preset, ProviderKind, auth::parse_condition,
 };
 
 /// Shortest `jwt_secret`, in bytes.
@@ -52,7 +51,10 @@ pub fn effective(provider: &AuthConfig) -> AuthConfig {
                 user_type_names,
                 [("sys_user".to_owned(), 1), ("app_user".to_owned(), 2)].into()
             );
-            fill!(liveness_key, Some("Authorization:login:token:{token}".into()));
+            fill!(
+                liveness_key,
+                Some("Authorization:login:token:{token}".into())
+            );
         }
     }
     c.kind = Some(provider.effective_kind());
@@ -90,7 +92,10 @@ pub(super) fn check_all(auth: &AuthConfig) -> Result<(), Invalid> {
 }
 
 /// Every `[[endpoints]] auth` names a provider.
-pub(super) fn check_endpoints(auth: &AuthConfig, endpoints: &[EndpointConfig]) -> Result<(), Invalid> {
+pub(super) fn check_endpoints(
+    auth: &AuthConfig,
+    endpoints: &[EndpointConfig],
+) -> Result<(), Invalid> {
     for (i, endpoint) in endpoints.iter().enumerate() {
         if let Some(name) = &endpoint.auth
             && name != DEFAULT_PROVIDER
@@ -134,10 +139,18 @@ fn check(prefix: &str, provider: &AuthConfig, is_default: bool) -> Result<(), In
     let a = effective(provider);
     let key = |k: &str| format!("{prefix}.{k}");
     in_range(&key("leeway_secs"), a.leeway_secs, 0..=3600)?;
-    in_range(&key("recheck_interval_secs"), a.recheck_interval_secs, 1..=86_400)?;
+    in_range(
+        &key("recheck_interval_secs"),
+        a.recheck_interval_secs,
+        1..=86_400,
+    )?;
     in_range(&key("http_timeout_ms"), a.http_timeout_ms, 100..=60_000)?;
     in_range(&key("cache_ttl_secs"), a.cache_ttl_secs, 0..=3600)?;
-    in_range(&key("negative_cache_ttl_secs"), a.negative_cache_ttl_secs, 0..=3600)?;
+    in_range(
+        &key("negative_cache_ttl_secs"),
+        a.negative_cache_ttl_secs,
+        0..=3600,
+    )?;
     in_range(&key("cache_size"), a.cache_size, 1..=1_000_000)?;
     if let Some(url) = &a.redis_url
         && let Err(e) = redis::Client::open(url.as_str())
@@ -202,7 +215,9 @@ fn template(key: &str, value: &str) -> Result<(), Invalid> {
     if value.len() > 512 || !value.contains("{token}") {
         return Err(Invalid::new(
             key,
-            format!("{value:?} must contain {{token}} (where the token goes) and be at most 512 characters"),
+            format!(
+                "{value:?} must contain {{token}} (where the token goes) and be at most 512 characters"
+            ),
         ));
     }
     Ok(())
@@ -231,7 +246,9 @@ fn format(key: &str, format: &ExpiresFormat) -> Result<(), Invalid> {
         if let Err(e) = time::format_description::parse_owned::<2>(format) {
             return Err(Invalid::new(
                 key,
-                format!("{format:?} is not a date-time format ({e}); write it like \"[year]-[month]-[day] [hour]:[minute]:[second]\""),
+                format!(
+                    "{format:?} is not a date-time format ({e}); write it like \"[year]-[month]-[day] [hour]:[minute]:[second]\""
+                ),
             ));
         }
         if super::auth::parse_offset(offset).is_none() {
@@ -258,7 +275,10 @@ fn http(prefix: &str, a: &AuthConfig) -> Result<(), Invalid> {
         ));
     }
     if a.http_token_name.is_empty() || a.http_token_name.len() > 256 {
-        return Err(Invalid::new(key("http_token_name"), "must be 1 to 256 characters"));
+        return Err(Invalid::new(
+            key("http_token_name"),
+            "must be 1 to 256 characters",
+        ));
     }
     if a.http_basic_user.is_some() != a.http_basic_password.is_some() {
         return Err(Invalid::new(
@@ -339,7 +359,10 @@ fn jwt(prefix: &str, a: &AuthConfig, is_default: bool) -> Result<(), Invalid> {
         ("client_id_param", Some(&a.client_id_param)),
     ] {
         if claim.is_some_and(String::is_empty) {
-            return Err(Invalid::new(key(k), "is empty; name the claim, e.g. \"sub\""));
+            return Err(Invalid::new(
+                key(k),
+                "is empty; name the claim, e.g. \"sub\"",
+            ));
         }
     }
     if !a.require_exp && a.liveness_key.is_none() {

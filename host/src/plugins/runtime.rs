@@ -157,7 +157,9 @@ impl Runtime {
     ) -> Result<types::PluginInfo, Fault> {
         let stderr = Slot::default();
         within(limits, &stderr, async {
-            let (mut store, plugin) = self.acquire(pre, env, limits, (None, Via::default()), None).await?;
+            let (mut store, plugin) = self
+                .acquire(pre, env, limits, (None, Via::default()), None)
+                .await?;
             stderr.set(&store);
             plugin
                 .switchboard_plugin_listener()
