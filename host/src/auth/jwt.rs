@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
-use super::{AuthError, Principal, RequestInfo, Verified};
+use super::{AuthError, Principal, RequestInfo, Verified, now_secs};
 use crate::config::AuthConfig;
 
 /// Verifies tokens and signs dev tokens with the configured keys.
@@ -168,7 +168,7 @@ impl Authenticator {
                 )));
             }
         }
-        let expires_at = claims.get("exp").and_then(Value::as_u64);
+        let expires_at = self.expires_at(&claims);
         Ok(Verified {
             principal,
             expires_at,
@@ -182,8 +182,24 @@ impl Authenticator {
             .ok_or_else(|| AuthError::Invalid("no verification key is configured".into()))?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
             .map_err(|e| AuthError::Invalid(describe_jwt_error(&e)))?;
+        // The library still accepts `exp + leeway` itself; the re-check closes a session at
+        // that second, so a reconnect in it is refused too (one rule for both).
+        if self
+            .expires_at(&data.claims)
+            .is_some_and(|end| end <= now_secs())
+        {
+            return Err(AuthError::Invalid("expired".into()));
+        }
         let principal = self.principal_from(&data.claims)?;
         Ok((principal, data.claims))
+    }
+
+    /// When the credential ends: `exp` plus the leeway it is verified with.
+    fn expires_at(&self, claims: &Map<String, Value>) -> Option<u64> {
+        claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|exp| exp.saturating_add(self.config.leeway_secs))
     }
 
     /// `"<user type name>:<user id>"` of `login_id_claim`.

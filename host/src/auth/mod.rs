@@ -44,7 +44,7 @@ pub struct Principal {
 pub struct Verified {
     /// Who the token belongs to.
     pub principal: Principal,
-    /// Expiry, in seconds since the Unix epoch; `None`: the token carries none (a liveness
+    /// End of validity (a jwt's `exp` plus the leeway), in seconds since the Unix epoch; `None`: the token carries none (a liveness
     /// check or a lookup then says whether it is still valid).
     pub expires_at: Option<u64>,
 }
