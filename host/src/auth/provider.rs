@@ -20,6 +20,10 @@ use crate::config::{AuthConfig, DEFAULT_PROVIDER, ProviderKind, effective_provid
 
 /// What says whether a token is valid.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one per provider, built once at start and kept behind an Arc"
+)]
 enum Source {
     /// A signed JWT.
     Jwt(Authenticator),

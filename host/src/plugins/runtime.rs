@@ -202,6 +202,7 @@ impl Runtime {
     }
 
     /// Calls `on-connect` (`connected`) or `on-disconnect`, pooled like `on_message`.
+    #[expect(clippy::too_many_arguments, reason = "one call's full context")]
     pub(crate) async fn on_lifecycle(
         &self,
         pre: &PluginPre<CallState>,
