@@ -11,6 +11,8 @@
 //! | 4000 | idle timeout | nothing received for `server.idle_timeout_secs` | reconnect; keep heartbeats on |
 //! | 4001 | slow consumer | its outbound queue (`server.outbound_queue`) overflowed | reconnect; messages were dropped |
 //! | 4002 | session replaced | a newer connection of the same user (one-session-per-user endpoints) | not reconnect automatically |
+//! | 4003 | expired | the session's token passed its expiry (found by the periodic re-check) | get a new token, then reconnect |
+//! | 4004 | revoked | the back end no longer knows the token (logout, kick-out, deleted key) | not reconnect with this token; log in again |
 //!
 //! 1xxx codes are the standard ones (RFC 6455 §7.4.1); 4xxx are this host's own.
 
@@ -32,6 +34,10 @@ pub const IDLE_TIMEOUT: u16 = 4000;
 pub const SLOW_CONSUMER: u16 = 4001;
 /// A newer connection of the same user replaced this one.
 pub const SESSION_REPLACED: u16 = 4002;
+/// The session's token expired.
+pub const EXPIRED: u16 = 4003;
+/// The session's token was revoked (logout, kick-out).
+pub const REVOKED: u16 = 4004;
 
 /// The reason text sent with a close code.
 pub fn reason(code: u16) -> &'static str {
@@ -45,6 +51,8 @@ pub fn reason(code: u16) -> &'static str {
         IDLE_TIMEOUT => "idle timeout",
         SLOW_CONSUMER => "slow consumer",
         SESSION_REPLACED => "session replaced",
+        EXPIRED => "token expired",
+        REVOKED => "token revoked",
         _ => "internal error",
     }
 }

@@ -5,11 +5,18 @@
 //! silently falls back to a default. Every error names where the bad value came from (the file
 //! and line, or the environment variable), the key, and the fix; none panics.
 
+mod auth;
 mod check;
 mod endpoints;
 mod env;
 mod ingest;
 pub mod plugin_ranges;
+mod presets;
+
+pub use auth::{AuthConfig, ExpiresFormat, HttpMethod, Preset, ProviderKind, TokenPlace};
+pub(crate) use auth::{parse_condition, parse_offset as parse_utc_offset};
+pub(crate) use presets::DEFAULT_PROVIDER;
+pub use presets::effective as effective_provider;
 
 pub use ingest::{IngestConfig, IngestKind};
 
@@ -169,56 +176,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[auth]`
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// Shared secret for HS256/384/512 tokens.
-    pub jwt_secret: Option<String>,
-    /// PEM public key for RS*/PS*/ES* tokens (instead of `jwt_secret`).
-    pub jwt_public_key_file: Option<PathBuf>,
-    /// PEM private key matching `jwt_public_key_file`, only for `switchboard token`.
-    pub jwt_private_key_file: Option<PathBuf>,
-    /// Accepted algorithms; all must belong to one family (HS, RS/PS or ES).
-    pub algorithms: Vec<String>,
-    /// Required `iss`, if set: a token without it is refused.
-    pub issuer: Option<String>,
-    /// Required `aud`, if set: a token without it (or with `aud: null` or a number) is refused.
-    pub audience: Option<String>,
-    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
-    pub leeway_secs: u64,
-    /// Claim holding the user id (string or number).
-    pub user_id_claim: String,
-    /// Claim holding the user type (number, or a name mapped by `user_type_names`).
-    pub user_type_claim: String,
-    /// Claim holding the tenant id (string or number; absent or null means no tenant; any
-    /// other shape, or `""`, is refused).
-    pub tenant_id_claim: String,
-    /// User type of tokens that lack the user type claim; when unset such tokens are rejected.
-    pub default_user_type: Option<u32>,
-    /// Maps user type names found in tokens (e.g. `sys_user`) to numbers.
-    pub user_type_names: std::collections::BTreeMap<String, u32>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            jwt_secret: None,
-            jwt_public_key_file: None,
-            jwt_private_key_file: None,
-            algorithms: vec!["HS256".into()],
-            issuer: None,
-            audience: None,
-            leeway_secs: 30,
-            user_id_claim: "sub".into(),
-            user_type_claim: "user_type".into(),
-            tenant_id_claim: "tenant_id".into(),
-            default_user_type: None,
-            user_type_names: Default::default(),
-        }
-    }
-}
-
 /// `[api]`
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -355,6 +312,38 @@ pub struct EndpointConfig {
     /// overrides `server.ping_interval_secs`.
     #[serde(default)]
     pub heartbeat_secs: Option<u64>,
+    /// The auth provider of this endpoint: a name under `[auth.providers]`, or `default`
+    /// (`[auth]`, also when unset).
+    #[serde(default)]
+    pub auth: Option<String>,
+    /// Where plugin sends made while handling this endpoint's sessions may go: `any`,
+    /// `transport` (only sessions of this endpoint's transport) or `endpoint` (only this
+    /// endpoint's sessions). Default: `transport` for the `ruoyi-plus` profile (RuoYi keeps
+    /// WebSocket and SSE apart), `any` otherwise.
+    #[serde(default)]
+    pub reply_via: Option<ReplyVia>,
+}
+
+/// Where plugin replies to an endpoint's sessions may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplyVia {
+    /// Every session the plugin names.
+    Any,
+    /// Only sessions of the endpoint's transport.
+    Transport,
+    /// Only sessions of the endpoint itself.
+    Endpoint,
+}
+
+impl EndpointConfig {
+    /// `reply_via`, or the profile's default.
+    pub fn effective_reply_via(&self) -> ReplyVia {
+        self.reply_via.unwrap_or(match self.profile {
+            crate::envelope::Profile::RuoyiPlus => ReplyVia::Transport,
+            _ => ReplyVia::Any,
+        })
+    }
 }
 
 fn default_text_type() -> String {
@@ -450,6 +439,8 @@ impl Config {
             text_type: default_text_type(),
             single_session: false,
             heartbeat_secs: None,
+            auth: None,
+            reply_via: None,
         };
         vec![
             ep("/ws", TransportKind::Websocket, Profile::Native),
@@ -466,10 +457,11 @@ impl Config {
 
     fn validate(&self) -> anyhow::Result<()> {
         check::server(&self.server)?;
-        check::auth(&self.auth)?;
+        presets::check_all(&self.auth)?;
         check::cluster(&self.cluster)?;
         endpoints::check(&self.endpoints)?;
         ingest::check(&self.ingest)?;
+        presets::check_endpoints(&self.auth, &self.endpoints)?;
         plugin_ranges::check_host(&self.plugins)?;
         Ok(())
     }

@@ -12,19 +12,23 @@ use crate::{
     frame::{Frame, Outbound},
     sessions::{Pushed, Registry, UserKey},
     target::{Scope, Target, UserRef},
+    via::Via,
 };
 
-/// Pushes `msg` to every local session `target` names within `scope`; returns how many
-/// sessions it was queued for.
+/// Pushes `msg` to every local session `target` names within `scope` that `via` admits;
+/// returns how many sessions it was queued for.
 pub(crate) fn deliver_local(
     registry: &Registry,
     target: &Target,
     scope: &Scope,
+    via: &Via,
     msg: &Arc<Outbound>,
 ) -> usize {
     let mut queued = 0;
     let mut push = |s: &Arc<crate::sessions::Session>| {
-        if s.push(Frame::Message(msg.clone())) == Pushed::Queued {
+        if via.admits(s.transport, s.endpoint())
+            && s.push(Frame::Message(msg.clone())) == Pushed::Queued
+        {
             queued += 1;
         }
     };
@@ -144,16 +148,17 @@ impl Hub {
     }
 
     /// Delivers to matching local sessions and publishes once for other nodes when the target
-    /// may have recipients there.
+    /// may have recipients there. `via` limits the channels, here and on the other nodes.
     pub(crate) fn send(
         &self,
         target: Target,
         scope: Scope,
+        via: Via,
         msg_type: String,
         content: Box<RawValue>,
     ) -> Sent {
         let msg = Outbound::new(msg_type, content);
-        let local = deliver_local(&self.registry, &target, &scope, &msg);
+        let local = deliver_local(&self.registry, &target, &scope, &via, &msg);
         let cluster = if !self.broker.is_clustered() || !self.may_be_remote(&target, local) {
             ClusterLeg::NotNeeded
         } else if self.broker.publish(Publication {
@@ -162,6 +167,7 @@ impl Hub {
             scope,
             msg_type: msg.msg_type.clone(),
             content: msg.content.clone(),
+            via,
         }) {
             ClusterLeg::Queued
         } else {
@@ -190,7 +196,7 @@ impl Hub {
             return 0;
         }
         let msg = Outbound::new(p.msg_type, p.content);
-        deliver_local(&self.registry, &p.target, &p.scope, &msg)
+        deliver_local(&self.registry, &p.target, &p.scope, &p.via, &msg)
     }
 
     /// Number of sessions of a user in the cluster. When cluster presence cannot be asked,

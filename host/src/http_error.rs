@@ -55,7 +55,11 @@ impl IntoResponse for ApiError {
 
 impl From<crate::auth::AuthError> for ApiError {
     fn from(e: crate::auth::AuthError) -> Self {
-        ApiError::unauthorized(e.code(), e.to_string())
+        if e.is_refusal() {
+            ApiError::unauthorized(e.code(), e.to_string())
+        } else {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.to_string())
+        }
     }
 }
 

@@ -18,12 +18,14 @@
 //! | 0 | [`close_codes`] | every close code the host sends, and what a client should do |
 //! | 0 | `telemetry` | every metric, described and registered at zero in one place |
 //! | 0 | `target` | who a message goes to: targets and tenant scopes |
-//! | 1 | [`auth`] | tokens: where they are found, JWT verification, dev tokens |
+//! | 0 | `via` | which channels (transports, endpoints) a delivery may use |
+//! | 1 | [`auth`] | tokens: where they are found, providers (JWT, Redis lookup, HTTP introspection, liveness keys), dev tokens |
 //! | 1 | [`frame`] | what a session's queue holds: shared encode-once messages |
 //! | 1 | `status` | the typed plugin status the API answers |
 //! | 2 | [`sessions`] | the session registry and each session's bounded outbound queue |
 //! | 3 | `rate` | token buckets, each session's message gate, per-source handshake budgets |
 //! | 3 | `cluster` | the broker that joins hosts into a cluster, and cluster presence |
+//! | 3 | `recheck` | closing sessions whose credentials expired or were revoked |
 //! | 4 | [`delivery`] | encode-once fan-out to local sessions, the [`delivery::Hub`] |
 //! | 5 | [`dispatch`] | the seam between transports and listeners |
 //! | 5 | `ingest` | consuming what a back end's framework sender publishes (yudao, RuoYi-Vue-Plus) |
@@ -64,6 +66,7 @@ pub(crate) mod http_error;
 pub(crate) mod ingest;
 pub mod plugins;
 pub(crate) mod rate;
+pub(crate) mod recheck;
 pub mod server;
 pub mod sessions;
 pub(crate) mod state;
@@ -71,4 +74,5 @@ pub(crate) mod status;
 pub(crate) mod target;
 pub(crate) mod telemetry;
 pub(crate) mod transport;
+pub(crate) mod via;
 pub(crate) mod web;

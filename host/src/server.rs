@@ -11,7 +11,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api,
-    auth::Authenticator,
+    auth::Providers,
     cluster::{self, presence::ClusterPresence},
     config::{BrokerKind, Config, TransportKind},
     delivery::Hub,
@@ -84,7 +84,7 @@ pub async fn run(
     let limits =
         crate::accept::Limits::new(&config.server, crate::accept::raise_open_file_limit())?;
     let config = Arc::new(config);
-    let auth = Arc::new(Authenticator::new(&config.auth).context("auth config")?);
+    let auth = Arc::new(Providers::new(&config.auth).context("auth config")?);
     let node_id = node_id(&config);
     let registry = Registry::new(config.server.max_connections_per_user);
     // Stopped after the sessions have closed, so the cluster hears of their departure.
@@ -140,6 +140,8 @@ pub async fn run(
     // Consumers of the back end's own sender; they stop with the cluster tasks.
     crate::ingest::start(&config.ingest, &hub, &cluster_stop.child_token())
         .context("starting the [[ingest]] sources")?;
+    let shutdown_token = CancellationToken::new();
+    crate::recheck::start(auth.clone(), hub.registry.clone(), shutdown_token.clone());
     let plugins = PluginHost::start(&config.plugins, hub.clone())
         .await
         .context("starting the plugin host")?;
@@ -161,7 +163,7 @@ pub async fn run(
             config.server.messages_per_sec,
             config.server.messages_burst,
         ),
-        shutdown: CancellationToken::new(),
+        shutdown: shutdown_token,
         tracker: TaskTracker::new(),
         metrics,
     };

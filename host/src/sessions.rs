@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicU16, Ordering},
     },
 };
@@ -16,7 +16,14 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{auth::Principal, close_codes, config::TransportKind, envelope::Profile, frame::Frame};
+use crate::{
+    auth::{Credential, Principal},
+    close_codes,
+    config::TransportKind,
+    envelope::Profile,
+    frame::Frame,
+    via::Via,
+};
 
 /// Random bits in a session id: enough that ids can be neither guessed nor repeated.
 const SESSION_ID_RANDOM_BYTES: usize = 16;
@@ -53,6 +60,14 @@ pub struct Session {
     closer: CancellationToken,
     /// The close code to send; 0 until someone asks to close (then shutdown's 1001 applies).
     close_code: AtomicU16,
+    /// The token it was admitted with, for re-checks and `<sse path>/close`; unset for
+    /// sessions made without a token (tests, transient dispatch sessions).
+    credential: OnceLock<Credential>,
+    /// The path of the endpoint it connected to, so a delivery can be limited to endpoints.
+    endpoint: OnceLock<Arc<str>>,
+    /// Channels that plugin sends made while handling this session may use (its endpoint's
+    /// `reply_via`); unset: any.
+    reply_via: OnceLock<Via>,
 }
 
 /// Result of queueing a frame for a session.
@@ -86,8 +101,34 @@ impl Session {
             queue,
             closer,
             close_code: AtomicU16::new(0),
+            credential: OnceLock::new(),
+            endpoint: OnceLock::new(),
+            reply_via: OnceLock::new(),
         });
         (session, rx)
+    }
+
+    /// Records the credential and endpoint the session was admitted with, and where plugin
+    /// replies to it may go (once, before it is registered).
+    pub(crate) fn admitted_with(&self, credential: Credential, endpoint: Arc<str>, reply_via: Via) {
+        let _ = self.credential.set(credential);
+        let _ = self.endpoint.set(endpoint);
+        let _ = self.reply_via.set(reply_via);
+    }
+
+    /// Channels plugin sends made while handling this session may use.
+    pub(crate) fn reply_via(&self) -> Via {
+        self.reply_via.get().cloned().unwrap_or_default()
+    }
+
+    /// The credential it was admitted with.
+    pub(crate) fn credential(&self) -> Option<&Credential> {
+        self.credential.get()
+    }
+
+    /// The path of the endpoint it connected to.
+    pub(crate) fn endpoint(&self) -> Option<&str> {
+        self.endpoint.get().map(|e| &**e)
     }
 
     /// Queues a frame without waiting. A full queue closes the session: a client that does not
@@ -123,7 +164,6 @@ impl Session {
     }
 
     /// Whether the session has been asked to close.
-    #[cfg(test)]
     pub(crate) fn is_closing(&self) -> bool {
         self.closer.is_cancelled()
     }

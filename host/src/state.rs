@@ -7,7 +7,7 @@ use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::Authenticator,
+    auth::Providers,
     config::Config,
     delivery::Hub,
     dispatch::Dispatcher,
@@ -19,8 +19,8 @@ use crate::{
 pub(crate) struct AppState {
     /// The configuration in force.
     pub config: Arc<Config>,
-    /// Verifies client tokens.
-    pub auth: Arc<Authenticator>,
+    /// Verifies client tokens: `[auth]` and every `[auth.providers.NAME]`.
+    pub auth: Arc<Providers>,
     /// Delivery to local sessions and the cluster.
     pub hub: Arc<Hub>,
     /// Routes client messages to listeners.

@@ -66,6 +66,31 @@ const LABELLED_COUNTERS: &[(&str, &str, &str, &[&str])] = &[
         &["slow_consumer", "broker_down", "inbound_full"],
     ),
     (
+        "switchboard_auth_total",
+        "Token checks of connections and user-token requests, by result (`unavailable`: the \
+         auth back end could not be asked; answered 503).",
+        "result",
+        &["ok", "refused", "unavailable"],
+    ),
+    (
+        "switchboard_auth_rechecks_total",
+        "Re-checks of live sessions' credentials, by result.",
+        "result",
+        &["valid", "expired", "revoked", "unavailable"],
+    ),
+    (
+        "switchboard_auth_sessions_closed_total",
+        "Sessions closed because their credential ended: 4003 expired, 4004 revoked.",
+        "reason",
+        &["expired", "revoked"],
+    ),
+    (
+        "switchboard_auth_cache_total",
+        "Introspection answers taken from the cache (`hit`) or asked of the back end (`miss`).",
+        "result",
+        &["hit", "miss"],
+    ),
+    (
         "switchboard_plugin_reloads_total",
         "Plugin files loaded, unloaded or rejected.",
         "result",

@@ -23,6 +23,8 @@ fn endpoint(path: &str, transport: TransportKind) -> EndpointConfig {
         text_type: "ruoyi-text".into(),
         single_session: false,
         heartbeat_secs: None,
+        auth: None,
+        reply_via: None,
     }
 }
 

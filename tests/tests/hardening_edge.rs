@@ -404,6 +404,8 @@ async fn single_session_replacement_happens_only_when_the_newcomer_is_admitted()
             text_type: "ruoyi-text".into(),
             single_session,
             heartbeat_secs: None,
+            auth: None,
+            reply_via: None,
         };
         c.endpoints = vec![
             endpoint("/one", Profile::Native, true),

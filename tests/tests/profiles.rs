@@ -131,6 +131,8 @@ async fn ruoyi_plus_single_session_replaces_the_older_connection() {
             text_type: "ruoyi-text".into(),
             single_session: true,
             heartbeat_secs: None,
+            auth: None,
+            reply_via: None,
         }];
     })
     .await;
@@ -152,12 +154,13 @@ async fn ruoyi_plus_sse_connected_heartbeat_messages_and_close() {
             text_type: "ruoyi-text".into(),
             single_session: false,
             heartbeat_secs: Some(1),
+            auth: None,
+            reply_via: None,
         }];
     })
     .await;
-    let mut sse = SseClient::connect(&ruoyi_url(&host, "/resource/sse", "7"))
-        .await
-        .unwrap();
+    let url = ruoyi_url(&host, "/resource/sse", "7");
+    let mut sse = SseClient::connect(&url).await.unwrap();
     assert_eq!(sse.headers["content-type"], "text/event-stream");
     assert_eq!(sse.headers["x-accel-buffering"], "no");
     let first = sse.next_block().await.unwrap();
@@ -183,8 +186,8 @@ async fn ruoyi_plus_sse_connected_heartbeat_messages_and_close() {
         }
     };
     assert_eq!(heartbeat.comments, vec!["heartbeat"]);
-    // GET /resource/sse/close ends the caller's streams.
-    let closed: Value = reqwest::get(ruoyi_url(&host, "/resource/sse/close", "7"))
+    // GET /resource/sse/close ends the streams opened with the caller's token.
+    let closed: Value = reqwest::get(url.replace("/resource/sse?", "/resource/sse/close?"))
         .await
         .unwrap()
         .json()

@@ -16,7 +16,11 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt as _;
 
 use crate::http_error::ApiError;
-use crate::{accept::Conn, auth::find_token, state::AppState};
+use crate::{
+    accept::Conn,
+    auth::{Principal, RequestInfo, find_token},
+    state::AppState,
+};
 
 /// Checks `Authorization: Bearer <api key>` against `api.keys`.
 pub(crate) fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -58,14 +62,32 @@ pub(crate) async fn api_key(State(state): State<AppState>, req: Request, next: N
 }
 
 /// Middleware: a valid user token; the handler finds the [`crate::auth::Principal`] in the
-/// request's extensions.
+/// request's extensions. With `?session_id=` naming an open session of this node admitted
+/// with this very token, the session's principal is used (it was verified by its endpoint's
+/// provider, and is closed when its credential ends); otherwise `[auth]` verifies the token.
 pub(crate) async fn user_token(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let verified = find_token(req.uri().query(), req.headers())
-        .and_then(|found| state.auth.verify(&found.token));
+    let verified = match find_token(req.uri().query(), req.headers()) {
+        Err(e) => Err(e),
+        Ok(found) => match session_principal(&state, req.uri().query(), &found.token) {
+            Some(principal) => Ok(principal),
+            None => {
+                let request = RequestInfo {
+                    query: req.uri().query(),
+                    headers: req.headers(),
+                };
+                state
+                    .auth
+                    .default_provider()
+                    .authenticate(&found.token, &request)
+                    .await
+                    .map(|v| v.principal)
+            }
+        },
+    };
     match verified {
         Ok(principal) => {
             authenticated(&req);
@@ -74,6 +96,15 @@ pub(crate) async fn user_token(
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// The principal of the open session `?session_id=` names, if it was admitted with `token`.
+fn session_principal(state: &AppState, query: Option<&str>, token: &str) -> Option<Principal> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    let id = pairs.into_iter().find(|(k, _)| k == "session_id")?.1;
+    let session = state.hub.registry.get(&id)?;
+    let same = session.credential().is_some_and(|c| *c.token == *token);
+    (same && !session.is_closing()).then(|| session.principal.clone())
 }
 
 /// Middleware: only with `server.dev_tokens`; 404 otherwise, before the body is read.

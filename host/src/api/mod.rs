@@ -3,7 +3,7 @@
 //!
 //! | route | auth | what |
 //! |---|---|---|
-//! | `POST /api/v1/messages` | API key | deliver `{to, type, content, tenant_id?}` |
+//! | `POST /api/v1/messages` | API key | deliver `{to, type, content, tenant_id?, via?}` |
 //! | `GET /api/v1/presence/users?user_type=&tenant_id=` | API key | online user ids (no `tenant_id`: every tenant) |
 //! | `GET /api/v1/presence/users/{user_type}/{user_id}?tenant_id=` | API key | one user's sessions (no `tenant_id`: every tenant) |
 //! | `POST /api/v1/dispatch[?session_id=]` | user token | an envelope, dispatched like a WebSocket frame |
@@ -99,6 +99,9 @@ struct PushRequest {
     content: Box<RawValue>,
     #[serde(default)]
     tenant_id: Option<String>,
+    /// Only these channels (transports and/or endpoint paths); absent: any.
+    #[serde(default)]
+    via: crate::via::Via,
 }
 
 fn null_content() -> Box<RawValue> {
@@ -118,8 +121,22 @@ async fn push(
     }
     crate::envelope::check_depth(req.content.get(), state.config.server.max_json_depth)
         .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    if req.via.transports.len() > crate::via::MAX_VIA_ENTRIES
+        || req.via.endpoints.len() > crate::via::MAX_VIA_ENTRIES
+    {
+        return Err(ApiError::bad_request(
+            "bad_via",
+            format!(
+                "\"via\" lists at most {} transports and {} endpoints",
+                crate::via::MAX_VIA_ENTRIES,
+                crate::via::MAX_VIA_ENTRIES
+            ),
+        ));
+    }
     let (target, scope) = req.to.resolve(req.tenant_id)?;
-    let sent = state.hub.send(target, scope, req.msg_type, req.content);
+    let sent = state
+        .hub
+        .send(target, scope, req.via, req.msg_type, req.content);
     // `cluster: "dropped"` tells the caller that other nodes missed it (broker down) and a
     // retry may be worth it; local deliveries happened either way.
     Ok((
@@ -199,7 +216,18 @@ async fn plugins(
         return Ok(Json(state.dispatcher.status()).into_response());
     };
     let bearer = crate::auth::bearer(&headers);
-    match bearer.map(|t| state.auth.verify(t)) {
+    let verified = match bearer {
+        Some(token) => {
+            let request = crate::auth::RequestInfo {
+                query: None,
+                headers: &headers,
+            };
+            let provider = state.auth.default_provider();
+            Some(provider.authenticate(token, &request).await)
+        }
+        None => None,
+    };
+    match verified {
         Some(Ok(_)) => Ok(Json(state.dispatcher.status().summary()).into_response()),
         // A bearer that is neither a key nor a valid token: say what was wrong with it as a token.
         Some(Err(token_error)) if bearer.is_some_and(|b| b.contains('.')) => {
@@ -231,14 +259,18 @@ async fn dev_token(
         tenant_id: req.tenant_id.filter(|t| !t.is_empty()).map(Into::into),
     };
     let ttl = Duration::from_secs(req.ttl_secs.unwrap_or(3600).clamp(1, 86_400));
-    let token = state.auth.issue(&principal, ttl).map_err(|e| {
-        tracing::warn!(error = %e, "cannot sign dev token");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "signing_unavailable",
-            "no signing key is configured",
-        )
-    })?;
+    let token = state
+        .auth
+        .default_provider()
+        .issue(&principal, ttl)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "cannot sign dev token");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "signing_unavailable",
+                "no signing key is configured",
+            )
+        })?;
     Ok(Json(json!({ "token": token })))
 }
 

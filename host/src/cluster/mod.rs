@@ -17,7 +17,10 @@ pub(crate) mod redis;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::target::{Scope, Target};
+use crate::{
+    target::{Scope, Target},
+    via::Via,
+};
 
 /// A delivery as it travels between nodes. Every node delivers it to its own sessions; the
 /// node that published it ignores it.
@@ -33,6 +36,9 @@ pub(crate) struct Publication {
     pub msg_type: String,
     /// The content as JSON text.
     pub content: Box<RawValue>,
+    /// Which channels it may use (absent: any).
+    #[serde(default, skip_serializing_if = "Via::is_any")]
+    pub via: Via,
 }
 
 /// Health of the link to the other nodes.

@@ -1,10 +1,10 @@
-//! Range and consistency checks of `[server]`, `[auth]` and `[cluster]`. Every limit has an
-//! explicit range, so a value that would overflow a duration, exhaust memory or make a
-//! runtime primitive panic is refused at start with the key and the fix.
+//! Range and consistency checks of `[server]` and `[cluster]` (`[auth]`'s are in `presets`).
+//! Every limit has an explicit range, so a value that would overflow a duration, exhaust
+//! memory or make a runtime primitive panic is refused at start with the key and the fix.
 
 use std::ops::RangeInclusive;
 
-use super::{AuthConfig, BrokerKind, ClusterConfig, Invalid, ServerConfig};
+use super::{BrokerKind, ClusterConfig, Invalid, ServerConfig};
 
 /// Longest node id: it is part of every session id and Redis key of the node.
 pub(crate) const MAX_NODE_ID_LEN: usize = 64;
@@ -12,8 +12,6 @@ pub(crate) const MAX_NODE_ID_LEN: usize = 64;
 pub(crate) const MAX_CLUSTER_NAME_LEN: usize = 64;
 /// Longest `cluster.nats_url` (all servers together).
 pub(super) const MAX_NATS_URL_LEN: usize = 4096;
-/// Shortest `auth.jwt_secret`, in bytes.
-pub(super) const MIN_SECRET_LEN: usize = 16;
 
 const SECS_IN_A_DAY: u64 = 86_400;
 
@@ -113,50 +111,6 @@ pub(super) fn server(s: &ServerConfig) -> Result<(), Invalid> {
                 "server.allowed_origins",
                 format!("{origin:?} is not an origin; write it like \"https://app.example.com\""),
             ));
-        }
-    }
-    Ok(())
-}
-
-/// `[auth]`: settings that exclude or need each other.
-pub(super) fn auth(a: &AuthConfig) -> Result<(), Invalid> {
-    if a.jwt_secret.is_some() && a.jwt_public_key_file.is_some() {
-        return Err(Invalid::new(
-            "auth.jwt_secret",
-            "conflicts with auth.jwt_public_key_file; set only one of them (a secret for HS*, a \
-             public key for RS*/PS*/ES*)",
-        ));
-    }
-    if a.jwt_private_key_file.is_some() && a.jwt_public_key_file.is_none() {
-        return Err(Invalid::new(
-            "auth.jwt_private_key_file",
-            "needs auth.jwt_public_key_file; set the matching public key too",
-        ));
-    }
-    if let Some(secret) = &a.jwt_secret
-        && secret.len() < MIN_SECRET_LEN
-    {
-        return Err(Invalid::new(
-            "auth.jwt_secret",
-            format!("is shorter than {MIN_SECRET_LEN} bytes; use a longer random secret"),
-        ));
-    }
-    for (key, value) in [("auth.issuer", &a.issuer), ("auth.audience", &a.audience)] {
-        if value.as_deref() == Some("") {
-            return Err(Invalid::new(
-                key,
-                "is empty; remove it or name the expected value",
-            ));
-        }
-    }
-    in_range("auth.leeway_secs", a.leeway_secs, 0..=3600)?;
-    for (key, claim) in [
-        ("auth.user_id_claim", &a.user_id_claim),
-        ("auth.user_type_claim", &a.user_type_claim),
-        ("auth.tenant_id_claim", &a.tenant_id_claim),
-    ] {
-        if claim.is_empty() {
-            return Err(Invalid::new(key, "is empty; name the claim, e.g. \"sub\""));
         }
     }
     Ok(())

@@ -131,6 +131,8 @@ mod tests {
             text_type: "t".into(),
             single_session: false,
             heartbeat_secs: None,
+            auth: None,
+            reply_via: None,
         }
     }
 

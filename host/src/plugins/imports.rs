@@ -65,7 +65,9 @@ impl CallState {
         self.sends += 1;
         // A cross-node copy dropped while the broker is down is counted by the broker; the
         // plugin's send still succeeded for this node's sessions.
-        self.env.hub.send(target, scope, msg_type, content);
+        self.env
+            .hub
+            .send(target, scope, self.via.clone(), msg_type, content);
         Ok(())
     }
 }

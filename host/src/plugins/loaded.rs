@@ -285,6 +285,7 @@ impl LoadedPlugin {
                 &self.limits,
                 self.pool.as_ref(),
                 &info,
+                from.reply_via(),
                 msg_type,
                 content,
             )
@@ -335,6 +336,7 @@ impl LoadedPlugin {
                 &self.limits,
                 self.pool.as_ref(),
                 &info,
+                session.reply_via(),
                 connected,
             )
             .await;

@@ -21,7 +21,7 @@ use super::{
     state::{CallState, PluginEnv},
     stderr::StderrTail,
 };
-use crate::config::PluginsConfig;
+use crate::{config::PluginsConfig, via::Via};
 
 /// The call deadline passed: the epoch callback turns this into a trap.
 #[derive(Debug, thiserror::Error)]
@@ -85,7 +85,7 @@ impl Runtime {
         &self,
         env: &Arc<PluginEnv>,
         limits: &Limits,
-        tenant: Option<Arc<str>>,
+        (tenant, via): (Option<Arc<str>>, Via),
     ) -> wasmtime::Result<Store<CallState>> {
         let stderr = StderrTail::default();
         let state = CallState {
@@ -95,6 +95,7 @@ impl Runtime {
             deadline: Instant::now() + limits.call_timeout,
             tenant,
             sends: 0,
+            via,
             env: env.clone(),
             stderr,
         };
@@ -128,20 +129,21 @@ impl Runtime {
         pre: &PluginPre<CallState>,
         env: &Arc<PluginEnv>,
         limits: &Limits,
-        tenant: Option<Arc<str>>,
+        (tenant, via): (Option<Arc<str>>, Via),
         pool: Option<&InstancePool>,
     ) -> wasmtime::Result<(Store<CallState>, Plugin)> {
         if let Some((mut store, plugin)) = pool.and_then(InstancePool::take) {
             let state = store.data_mut();
             state.deadline = Instant::now() + limits.call_timeout;
             state.tenant = tenant;
+            state.via = via;
             state.sends = 0;
             state.stderr.clear();
             store.set_epoch_deadline(1);
             store.set_fuel(limits.fuel.unwrap_or(u64::MAX))?;
             return Ok((store, plugin));
         }
-        let mut store = self.store(env, limits, tenant)?;
+        let mut store = self.store(env, limits, (tenant, via))?;
         let plugin = pre.instantiate_async(&mut store).await?;
         Ok((store, plugin))
     }
@@ -155,7 +157,9 @@ impl Runtime {
     ) -> Result<types::PluginInfo, Fault> {
         let stderr = Slot::default();
         within(limits, &stderr, async {
-            let (mut store, plugin) = self.acquire(pre, env, limits, None, None).await?;
+            let (mut store, plugin) = self
+                .acquire(pre, env, limits, (None, Via::default()), None)
+                .await?;
             stderr.set(&store);
             plugin
                 .switchboard_plugin_listener()
@@ -174,13 +178,14 @@ impl Runtime {
         limits: &Limits,
         pool: Option<&InstancePool>,
         from: &types::SessionInfo,
+        via: Via,
         msg_type: &str,
         content: &str,
     ) -> Result<Result<(), types::Error>, Fault> {
         let tenant = from.tenant_id.as_deref().map(Arc::from);
         let stderr = Slot::default();
         within(limits, &stderr, async {
-            let (mut store, plugin) = self.acquire(pre, env, limits, tenant, pool).await?;
+            let (mut store, plugin) = self.acquire(pre, env, limits, (tenant, via), pool).await?;
             stderr.set(&store);
             let result = plugin
                 .switchboard_plugin_listener()
@@ -197,6 +202,7 @@ impl Runtime {
     }
 
     /// Calls `on-connect` (`connected`) or `on-disconnect`, pooled like `on_message`.
+    #[expect(clippy::too_many_arguments, reason = "one call's full context")]
     pub(crate) async fn on_lifecycle(
         &self,
         pre: &PluginPre<CallState>,
@@ -204,12 +210,13 @@ impl Runtime {
         limits: &Limits,
         pool: Option<&InstancePool>,
         session: &types::SessionInfo,
+        via: Via,
         connected: bool,
     ) -> Result<(), Fault> {
         let tenant = session.tenant_id.as_deref().map(Arc::from);
         let stderr = Slot::default();
         within(limits, &stderr, async {
-            let (mut store, plugin) = self.acquire(pre, env, limits, tenant, pool).await?;
+            let (mut store, plugin) = self.acquire(pre, env, limits, (tenant, via), pool).await?;
             stderr.set(&store);
             let listener: &listener::Guest = plugin.switchboard_plugin_listener();
             if connected {

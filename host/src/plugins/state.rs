@@ -40,6 +40,8 @@ pub struct CallState {
     pub(super) tenant: Option<Arc<str>>,
     /// Sends made so far in this call.
     pub(super) sends: u32,
+    /// Channels this call's sends may use: the handled session's endpoint's `reply_via`.
+    pub(super) via: crate::via::Via,
     pub(super) env: Arc<PluginEnv>,
     /// The end of what the guest wrote to stderr, quoted in fault reports.
     pub(super) stderr: StderrTail,

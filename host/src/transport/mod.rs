@@ -15,13 +15,14 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use crate::{
     accept::Conn,
-    auth::{FoundToken, find_token},
-    config::EndpointConfig,
+    auth::{Credential, FoundToken, RequestInfo, find_token},
+    config::{EndpointConfig, ReplyVia},
     envelope::{self, Inbound},
     frame::Frame,
     http_error::ApiError,
     sessions::{RegisterError, Registered, Session},
     state::AppState,
+    via::Via,
 };
 
 /// A connection that passed authentication and the limits, registered as a session.
@@ -48,12 +49,12 @@ impl Admitted {
     }
 }
 
-/// Authenticates a connection request and registers its session, or says why not with an
-/// HTTP status (401 token, 429 rates and the per-user limit, 503 connection limit or shutting
-/// down). Cheap checks come first; the source address's handshake budget is spent before the
-/// token is verified, the node's only on a valid token, so clients without one cannot make
-/// legitimate handshakes wait.
-pub(crate) fn admit(
+/// Authenticates a connection request with its endpoint's provider and registers its
+/// session, or says why not with an HTTP status (401 token, 429 rates and the per-user limit,
+/// 503 connection limit, auth back end down or shutting down). Cheap checks come first; the
+/// source address's handshake budget is spent before the token is verified, the node's only
+/// on a valid token, so clients without one cannot make legitimate handshakes wait.
+pub(crate) async fn admit(
     state: &AppState,
     endpoint: &EndpointConfig,
     conn: Option<&Conn>,
@@ -75,7 +76,21 @@ pub(crate) fn admit(
     {
         return Err(handshake_rate_limited("source_handshake_rate"));
     }
-    let principal = state.auth.verify(&token.token)?;
+    let provider = state.auth.index_of(endpoint.auth.as_deref());
+    let request = RequestInfo { query, headers };
+    let verified = state
+        .auth
+        .get(provider)
+        .authenticate(&token.token, &request)
+        .await?;
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "host is shutting down",
+        ));
+    }
+    let principal = verified.principal;
     if let Some(conn) = conn {
         conn.authenticated();
     }
@@ -98,6 +113,19 @@ pub(crate) fn admit(
         endpoint.transport,
         state.config.server.outbound_queue,
         state.shutdown.child_token(),
+    );
+    session.admitted_with(
+        Credential {
+            token: token.token.as_str().into(),
+            provider,
+            expires_at: verified.expires_at,
+        },
+        endpoint.path.as_str().into(),
+        match endpoint.effective_reply_via() {
+            ReplyVia::Any => Via::default(),
+            ReplyVia::Transport => Via::transport(endpoint.transport),
+            ReplyVia::Endpoint => Via::endpoint(&endpoint.path),
+        },
     );
     // One session per user on this endpoint: the older ones are replaced only if the new
     // one is admitted, and do not count against the per-user limit.

@@ -24,13 +24,12 @@ use serde_json::json;
 use super::{Admitted, ConnectionGauge, admit, greet};
 use crate::{
     accept::Conn,
-    auth::find_token,
+    auth::{RequestInfo, find_token},
     close_codes,
-    config::{EndpointConfig, TransportKind},
+    config::EndpointConfig,
     envelope::Profile,
     frame::Frame,
     http_error::ApiError,
-    sessions::UserKey,
     state::AppState,
 };
 
@@ -46,7 +45,7 @@ pub(crate) async fn open(
     headers: HeaderMap,
 ) -> Response {
     let conn = conn.map(|axum::Extension(c)| c);
-    let admitted = match admit(&state, &endpoint, conn.as_ref(), query.as_deref(), &headers) {
+    let admitted = match admit(&state, &endpoint, conn.as_ref(), query.as_deref(), &headers).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };
@@ -127,8 +126,10 @@ fn events(state: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
     })
 }
 
-/// `GET <endpoint path>/close`: closes the caller's SSE sessions on this endpoint (the
-/// RuoYi-Vue-Plus front end calls it when leaving).
+/// `GET <endpoint path>/close`: closes the streams of this endpoint that were opened with the
+/// caller's exact token (the RuoYi-Vue-Plus front end calls it when leaving): the same user's
+/// other devices, holding other tokens, keep theirs. A token that opened nothing here is
+/// still verified, so a bad one gets 401.
 pub(crate) async fn close(
     State(state): State<AppState>,
     axum::Extension(endpoint): axum::Extension<Arc<EndpointConfig>>,
@@ -136,14 +137,23 @@ pub(crate) async fn close(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let token = find_token(query.as_deref(), &headers)?;
-    let principal = state.auth.verify(&token.token)?;
-    let key = UserKey::of(&principal);
     let mut closed = 0;
-    state.hub.registry.for_user(&key, |s| {
-        if s.transport == TransportKind::Sse && s.profile == endpoint.profile {
+    state.hub.registry.for_all(None, |s| {
+        let same_token = s.credential().is_some_and(|c| *c.token == *token.token);
+        if same_token && s.endpoint() == Some(endpoint.path.as_str()) {
             s.close(close_codes::NORMAL);
             closed += 1;
         }
     });
+    if closed == 0 {
+        let provider = state
+            .auth
+            .get(state.auth.index_of(endpoint.auth.as_deref()));
+        let request = RequestInfo {
+            query: query.as_deref(),
+            headers: &headers,
+        };
+        provider.authenticate(&token.token, &request).await?;
+    }
     Ok((StatusCode::OK, Json(json!({ "closed": closed }))))
 }

@@ -56,7 +56,7 @@ pub(crate) async fn upgrade(
         Err(rejection) => return ApiError::from(rejection).into_response(),
     };
     let conn = conn.map(|axum::Extension(c)| c);
-    let admitted = match admit(&state, &endpoint, conn.as_ref(), query.as_deref(), &headers) {
+    let admitted = match admit(&state, &endpoint, conn.as_ref(), query.as_deref(), &headers).await {
         Ok(a) => a,
         Err(e) => return e.into_response(),
     };

@@ -1,139 +1,14 @@
-//! Turning a token into a [`Principal`]: where tokens are found in a request, JWT
-//! verification, and signing dev tokens.
+//! JWT verification (static keys), the claims of a principal (including Sa-Token's
+//! `loginId` split and `clientid` binding), and signing dev tokens.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
+use super::{AuthError, Principal, RequestInfo, Verified, now_secs};
 use crate::config::AuthConfig;
-
-/// Who a connection or request belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Principal {
-    /// The user id, unique within its user type and tenant.
-    pub user_id: Arc<str>,
-    /// The user type (e.g. 1 member, 2 admin in yudao).
-    pub user_type: u32,
-    /// The tenant; `None` on single-tenant deployments.
-    pub tenant_id: Option<Arc<str>>,
-}
-
-/// Where the token of a request was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FoundToken {
-    /// The token itself.
-    pub token: String,
-    /// When the token came in `Sec-WebSocket-Protocol`, the protocol entry to echo back
-    /// (browsers fail the handshake unless the server selects one of the offered protocols).
-    pub protocol: Option<String>,
-}
-
-/// Finds the token of a request: query `token`, query `Authorization=Bearer …` (RuoYi-Vue-Plus),
-/// the `Authorization: Bearer` header, or an entry of `Sec-WebSocket-Protocol`. `query` is the
-/// raw query string. Every place and every repetition is read: two different tokens in one
-/// request are refused as ambiguous rather than letting one silently win.
-pub fn find_token(query: Option<&str>, headers: &HeaderMap) -> Result<FoundToken, AuthError> {
-    // A token is one word; a value with spaces after the optional scheme (`Basic …`) is not one.
-    let plain = |token: &str| {
-        let token = strip_bearer(token).trim();
-        (!token.is_empty() && !token.contains(char::is_whitespace)).then(|| FoundToken {
-            token: token.to_owned(),
-            protocol: None,
-        })
-    };
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(query.unwrap_or_default()).unwrap_or_default();
-    let mut found: Vec<FoundToken> = pairs
-        .iter()
-        .filter(|(k, _)| k == "token" || k == "Authorization")
-        .filter_map(|(_, v)| plain(v))
-        .collect();
-    found.extend(
-        headers
-            .get_all(http::header::AUTHORIZATION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .filter_map(plain),
-    );
-    // A JWT is three base64url parts; other entries (e.g. "bearer") are markers.
-    found.extend(
-        headers
-            .get_all(http::header::SEC_WEBSOCKET_PROTOCOL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|p| !p.is_empty() && p.split('.').count() == 3)
-            .map(|p| FoundToken {
-                token: p.to_owned(),
-                protocol: Some(p.to_owned()),
-            }),
-    );
-    let Some(first) = found.first() else {
-        return Err(AuthError::Missing);
-    };
-    if found.iter().any(|f| f.token != first.token) {
-        return Err(AuthError::Ambiguous);
-    }
-    // The same token in several places: echo the protocol entry if one was offered, as
-    // browsers require the server to select one.
-    let chosen = found.iter().position(|f| f.protocol.is_some()).unwrap_or(0);
-    Ok(found.swap_remove(chosen))
-}
-
-/// The value of `Authorization: Bearer <value>` (scheme case-insensitive, RFC 7235), if the
-/// header has that form.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .trim();
-    let rest = strip_bearer(value);
-    (rest.len() < value.len())
-        .then(|| rest.trim())
-        .filter(|r| !r.is_empty())
-}
-
-fn strip_bearer(value: &str) -> &str {
-    let value = value.trim();
-    match value.get(..7) {
-        Some(prefix) if prefix.eq_ignore_ascii_case("bearer ") => &value[7..],
-        _ => value,
-    }
-}
-
-/// Why a token was rejected. The message is safe to show to the client.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// No token anywhere in the request.
-    #[error("missing token")]
-    Missing,
-    /// Several different tokens in one request (query, headers, subprotocols).
-    #[error("several different tokens in one request; send one")]
-    Ambiguous,
-    /// Signature, algorithm, expiry, issuer, audience or format problem.
-    #[error("invalid token: {0}")]
-    Invalid(String),
-    /// Verified, but a required claim is missing or has the wrong shape.
-    #[error("token claim {0}")]
-    Claim(String),
-}
-
-impl AuthError {
-    /// Stable error code.
-    pub(crate) fn code(&self) -> &'static str {
-        match self {
-            AuthError::Missing => "missing_token",
-            AuthError::Ambiguous => "ambiguous_token",
-            AuthError::Invalid(_) => "invalid_token",
-            AuthError::Claim(_) => "invalid_claims",
-        }
-    }
-}
 
 /// Verifies tokens and signs dev tokens with the configured keys.
 pub struct Authenticator {
@@ -243,7 +118,12 @@ impl Authenticator {
         validation.validate_nbf = true;
         // A configured issuer or audience is required, not only checked when present: a token
         // without it (or with `aud: null`, `aud: 123`) is refused as missing the claim.
-        let mut required = vec!["exp"];
+        let mut required = Vec::new();
+        // Without `exp` (Sa-Token's jwt-simple) only with a liveness check: config refuses
+        // `require_exp = false` otherwise.
+        if config.require_exp {
+            required.push("exp");
+        }
         required.extend(config.issuer.as_ref().map(|_| "iss"));
         required.extend(config.audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
@@ -266,17 +146,97 @@ impl Authenticator {
 
     /// Verifies `token` and reads the principal from its claims.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        Ok(self.verify_claims(token)?.0)
+    }
+
+    /// Verifies `token`: the principal, its expiry, and the client id binding against the
+    /// request.
+    pub fn verify_request(
+        &self,
+        token: &str,
+        request: &RequestInfo<'_>,
+    ) -> Result<Verified, AuthError> {
+        let (principal, claims) = self.verify_claims(token)?;
+        if let Some(claim) = &self.config.client_id_claim {
+            let bound = claims.get(claim).and_then(scalar_string);
+            let given = request.param(&self.config.client_id_param);
+            // RuoYi-Vue-Plus refuses a token whose client id differs from the request's.
+            if bound.is_none() || bound != given {
+                return Err(AuthError::Claim(format!(
+                    "{claim:?} does not match the request's {:?}",
+                    self.config.client_id_param
+                )));
+            }
+        }
+        let expires_at = self.expires_at(&claims);
+        Ok(Verified {
+            principal,
+            expires_at,
+        })
+    }
+
+    fn verify_claims(&self, token: &str) -> Result<(Principal, Map<String, Value>), AuthError> {
         let key = self
             .decoding
             .as_ref()
             .ok_or_else(|| AuthError::Invalid("no verification key is configured".into()))?;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
             .map_err(|e| AuthError::Invalid(describe_jwt_error(&e)))?;
-        self.principal_from(&data.claims)
+        // The library still accepts `exp + leeway` itself; the re-check closes a session at
+        // that second, so a reconnect in it is refused too (one rule for both).
+        if self
+            .expires_at(&data.claims)
+            .is_some_and(|end| end <= now_secs())
+        {
+            return Err(AuthError::Invalid("expired".into()));
+        }
+        let principal = self.principal_from(&data.claims)?;
+        Ok((principal, data.claims))
+    }
+
+    /// When the credential ends: `exp` plus the leeway it is verified with.
+    fn expires_at(&self, claims: &Map<String, Value>) -> Option<u64> {
+        claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map(|exp| exp.saturating_add(self.config.leeway_secs))
+    }
+
+    /// `"<user type name>:<user id>"` of `login_id_claim`.
+    fn login_id(
+        &self,
+        claim: &str,
+        claims: &Map<String, Value>,
+    ) -> Result<(u32, String), AuthError> {
+        let bad = || {
+            AuthError::Claim(format!(
+                "{claim:?} (login id) must be \"<user type name>:<user id>\" with a configured name"
+            ))
+        };
+        let text = claims.get(claim).and_then(scalar_string).ok_or_else(bad)?;
+        let (name, id) = text.rsplit_once(':').ok_or_else(bad)?;
+        let user_type = name
+            .parse::<u32>()
+            .ok()
+            .or_else(|| self.config.user_type_names.get(name).copied())
+            .ok_or_else(bad)?;
+        if id.is_empty() {
+            return Err(bad());
+        }
+        Ok((user_type, id.to_owned()))
     }
 
     fn principal_from(&self, claims: &Map<String, Value>) -> Result<Principal, AuthError> {
         let c = &self.config;
+        if let Some(claim) = &c.login_id_claim {
+            let (user_type, user_id) = self.login_id(claim, claims)?;
+            let tenant_id = tenant(claims, &c.tenant_id_claim)?;
+            return Ok(Principal {
+                user_id: user_id.into(),
+                user_type,
+                tenant_id: tenant_id.map(Into::into),
+            });
+        }
         let user_id = claims
             .get(&c.user_id_claim)
             .and_then(scalar_string)
@@ -301,17 +261,7 @@ impl Authenticator {
                     })?
             }
         };
-        // Absent or null: no tenant. Any other shape is refused rather than read as "no
-        // tenant", which would put the user outside every tenant's scope checks.
-        let tenant_id = match claims.get(&c.tenant_id_claim) {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(scalar_string(v).filter(|s| !s.is_empty()).ok_or_else(|| {
-                AuthError::Claim(format!(
-                    "{:?} (tenant id) must be a non-empty string or a number",
-                    c.tenant_id_claim
-                ))
-            })?),
-        };
+        let tenant_id = tenant(claims, &c.tenant_id_claim)?;
         Ok(Principal {
             user_id: user_id.into(),
             user_type,
@@ -348,7 +298,22 @@ impl Authenticator {
     }
 }
 
-fn scalar_string(v: &Value) -> Option<String> {
+/// Absent or null: no tenant. Any other shape is refused rather than read as "no tenant",
+/// which would put the user outside every tenant's scope checks.
+fn tenant(claims: &Map<String, Value>, claim: &str) -> Result<Option<String>, AuthError> {
+    match claims.get(claim) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => Ok(Some(
+            scalar_string(v).filter(|s| !s.is_empty()).ok_or_else(|| {
+                AuthError::Claim(format!(
+                    "{claim:?} (tenant id) must be a non-empty string or a number"
+                ))
+            })?,
+        )),
+    }
+}
+
+pub(super) fn scalar_string(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -503,63 +468,5 @@ mod tests {
             ..Default::default()
         };
         assert!(Authenticator::new(&mixed).is_err());
-    }
-
-    #[test]
-    fn bearer_needs_the_scheme() {
-        let with = |v: &str| {
-            let mut h = HeaderMap::new();
-            h.insert("authorization", v.parse().unwrap());
-            bearer(&h).map(str::to_owned)
-        };
-        assert_eq!(with("Bearer k1").as_deref(), Some("k1"));
-        assert_eq!(with("bearer k1").as_deref(), Some("k1"));
-        assert_eq!(with("k1"), None);
-        assert_eq!(with("Bearer "), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn finds_tokens_in_every_place() {
-        let h = HeaderMap::new();
-        assert!(matches!(find_token(None, &h), Err(AuthError::Missing)));
-        let found = |q: &str, h: &HeaderMap| find_token(Some(q), h).map(|f| f.token);
-        assert_eq!(found("Authorization=Bearer%20abc", &h).unwrap(), "abc");
-        assert_eq!(found("token=def&x=1", &h).unwrap(), "def");
-        let mut h = HeaderMap::new();
-        h.insert("authorization", "bearer xyz".parse().unwrap());
-        assert_eq!(found("", &h).unwrap(), "xyz");
-        let mut h = HeaderMap::new();
-        h.insert("sec-websocket-protocol", "bearer, a.b.c".parse().unwrap());
-        let f = find_token(None, &h).unwrap();
-        assert_eq!(
-            (f.token.as_str(), f.protocol.as_deref()),
-            ("a.b.c", Some("a.b.c"))
-        );
-        // The same token in the query too: still chosen, and its protocol echoed.
-        let f = find_token(Some("token=a.b.c"), &h).unwrap();
-        assert_eq!(f.protocol.as_deref(), Some("a.b.c"));
-    }
-
-    #[test]
-    fn different_tokens_in_one_request_are_ambiguous() {
-        let none = HeaderMap::new();
-        let ambiguous =
-            |q: &str, h: &HeaderMap| matches!(find_token(Some(q), h), Err(AuthError::Ambiguous));
-        assert!(ambiguous("token=a&token=b", &none));
-        assert!(ambiguous("token=a&Authorization=Bearer%20b", &none));
-        let mut h = HeaderMap::new();
-        h.insert("authorization", "Bearer b".parse().unwrap());
-        assert!(ambiguous("token=a", &h));
-        let mut h = HeaderMap::new();
-        h.append("authorization", "Bearer a".parse().unwrap());
-        h.append("authorization", "Bearer b".parse().unwrap());
-        assert!(ambiguous("", &h));
-        let mut h = HeaderMap::new();
-        h.insert("sec-websocket-protocol", "a.b.c, d.e.f".parse().unwrap());
-        assert!(ambiguous("", &h));
-        // Repeating the same token is not ambiguous.
-        assert!(find_token(Some("token=a&token=a"), &none).is_ok());
-        assert_eq!(AuthError::Ambiguous.code(), "ambiguous_token");
     }
 }
