@@ -176,18 +176,19 @@ impl Hub {
         Sent { local, cluster }
     }
 
-    /// Delivers to this node's sessions only, never publishing to the other nodes: for
-    /// messages that every node receives by itself (ingest sources), where a cluster publish
-    /// would deliver them twice.
+    /// Delivers to this node's sessions that `via` admits only, never publishing to the
+    /// other nodes: for messages that every node receives by itself (ingest sources), where a
+    /// cluster publish would deliver them twice.
     pub(crate) fn deliver_here(
         &self,
         target: &Target,
         scope: &Scope,
+        via: &Via,
         msg_type: String,
         content: Box<RawValue>,
     ) -> usize {
         let msg = Outbound::new(msg_type, content);
-        deliver_local(&self.registry, target, scope, &msg)
+        deliver_local(&self.registry, target, scope, via, &msg)
     }
 
     /// Delivers a publication from another node to local sessions.

@@ -28,6 +28,7 @@ use crate::{
     config::{IngestConfig, IngestKind, TransportKind},
     delivery::Hub,
     target::{Scope, Target},
+    via::Via,
 };
 
 pub(crate) use reject::{Reason, Reject};
@@ -44,8 +45,7 @@ pub(crate) struct Delivery {
     /// The content as JSON text.
     pub content: Box<RawValue>,
     /// The only transport whose sessions the framework meant, if one (RuoYi-Vue-Plus keeps
-    /// WebSocket and SSE sessions apart). Delivery does not filter by transport yet: until it
-    /// does, every session of the targeted users receives the message.
+    /// WebSocket and SSE sessions apart): other sessions of the targeted users skip it.
     pub transport: Option<TransportKind>,
 }
 
@@ -95,9 +95,10 @@ impl Source {
         }
         match decode(payload) {
             Ok(d) => {
+                let via = d.transport.map(Via::transport).unwrap_or_default();
                 let queued = self
                     .hub
-                    .deliver_here(&d.target, &d.scope, d.msg_type, d.content);
+                    .deliver_here(&d.target, &d.scope, &via, d.msg_type, d.content);
                 metrics::counter!("switchboard_ingest_messages_total", "source" => self.name.to_string())
                     .increment(1);
                 tracing::trace!(source = %self.name, to = ?d.target, transport = ?d.transport, queued, "ingested");
