@@ -304,8 +304,13 @@ async fn ruoyi_plus_topics_reach_the_listed_users() {
     let sse = |user: &str| format!("http://{}", ruoyi_url(&host, "/resource/sse", user));
     let mut sse7 = SseClient::connect(&sse("7")).await.unwrap();
     let mut sse8 = SseClient::connect(&sse("8")).await.unwrap();
-    eventually(PATIENCE, "four sessions", async || {
-        (host.session_count().await == 4).then_some(())
+    // User 5 also holds an SSE stream and user 7 a WebSocket: each topic keeps to its channel.
+    let mut sse5 = SseClient::connect(&sse("5")).await.unwrap();
+    let mut ws7 = Client::connect_raw(&format!("ws://{}", ws("7")), &[])
+        .await
+        .unwrap();
+    eventually(PATIENCE, "six sessions", async || {
+        (host.session_count().await == 6).then_some(())
     })
     .await;
     let mut java = Publisher::start();
@@ -323,6 +328,7 @@ async fn ruoyi_plus_topics_reach_the_listed_users() {
     assert_eq!(received_text(&mut ws6, "1").await, Vec::<String>::new());
     assert_eq!(sse_received(&mut sse7, "1").await, Vec::<String>::new());
     assert_eq!(sse_received(&mut sse8, "1").await, Vec::<String>::new());
+    assert_eq!(sse_received(&mut sse5, "1").await, Vec::<String>::new());
 
     // SseMessageUtils.publishMessage(userIds [7]).
     let published = java
@@ -338,6 +344,7 @@ async fn ruoyi_plus_topics_reach_the_listed_users() {
     assert_eq!(sse_received(&mut sse8, "2").await, Vec::<String>::new());
     assert_eq!(received_text(&mut ws5, "2").await, Vec::<String>::new());
     assert_eq!(received_text(&mut ws6, "2").await, Vec::<String>::new());
+    assert_eq!(received_text(&mut ws7, "2").await, Vec::<String>::new());
 
     // A list of several users, then WebSocketUtils.publishAll (no list): everyone.
     java.run(&["ruoyi-ws", &port, "app", "5,6", "both"]).await;
@@ -346,6 +353,10 @@ async fn ruoyi_plus_topics_reach_the_listed_users() {
     marker(&host, 3).await;
     for c in [&mut ws5, &mut ws6] {
         assert_eq!(received_text(c, "3").await, vec!["both", "everyone"]);
+    }
+    assert_eq!(received_text(&mut ws7, "3").await, vec!["everyone"]);
+    for c in [&mut sse5, &mut sse7, &mut sse8] {
+        assert_eq!(sse_received(c, "3").await, Vec::<String>::new());
     }
     java.stop().await;
 }
