@@ -137,7 +137,8 @@ pub async fn run(
             }
         });
     }
-    let plugins = PluginHost::start(&config.plugins, hub.clone())
+    let state = crate::plugins::kv::StateStore::for_host(&config.plugins, &config.cluster)?;
+    let plugins = PluginHost::start(&config.plugins, hub.clone(), state)
         .await
         .context("starting the plugin host")?;
     let state = AppState {
