@@ -145,8 +145,8 @@ impl State {
         let mut keys = Vec::new();
         let mut cursor = None;
         loop {
-            let page = ext::list_prefix(&self.bucket, prefix, cursor.as_deref())
-                .map_err(store_error)?;
+            let page =
+                ext::list_prefix(&self.bucket, prefix, cursor.as_deref()).map_err(store_error)?;
             keys.extend(page.keys);
             if keys.len() >= limit {
                 keys.truncate(limit);

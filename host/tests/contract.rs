@@ -78,7 +78,11 @@ fn no_file_is_added_to_a_released_version() {
         .map(|(f, _)| f.split('/').next().unwrap())
         .collect();
     for path in found {
-        let relative = path.strip_prefix(wit_dir()).unwrap().to_string_lossy().into_owned();
+        let relative = path
+            .strip_prefix(wit_dir())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let version = relative.split('/').next().unwrap();
         if released_versions.contains(&version) {
             assert!(

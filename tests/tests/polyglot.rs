@@ -98,7 +98,11 @@ fn prepared(relative: &str) -> Vec<u8> {
         eprintln!(
             "{relative}: {} bytes, {} in {took:?}",
             bytes.len(),
-            if cached { "loaded from cache" } else { "compiled" }
+            if cached {
+                "loaded from cache"
+            } else {
+                "compiled"
+            }
         );
     }
     bytes

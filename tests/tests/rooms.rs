@@ -47,21 +47,34 @@ async fn members_on_two_nodes_hear_the_room_and_no_one_else_does() {
     // Same user id and room in another tenant: another room.
     join(&mut other_tenant, "r1").await;
 
-    two.send("room-say", json!({"room": "r1", "text": "hi"})).await;
+    two.send("room-say", json!({"room": "r1", "text": "hi"}))
+        .await;
     assert_eq!(one.expect("room-message").await, said("r1", "2", "hi"));
     assert_eq!(two.expect("room-message").await, said("r1", "2", "hi"));
 
-    outsider.send("room-say", json!({"room": "r1", "text": "let me in"})).await;
+    outsider
+        .send("room-say", json!({"room": "r1", "text": "let me in"}))
+        .await;
     let refused = outsider.expect("error").await;
     assert_eq!(refused["code"], "forbidden", "{refused}");
-    assert!(other_tenant.next_json_within(Duration::from_millis(300)).await.is_none());
+    assert!(
+        other_tenant
+            .next_json_within(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
 
     // Leaving stops the messages; the one who left may not speak.
     one.send("room-leave", json!({"room": "r1"})).await;
     assert_eq!(one.expect("room-left").await, json!({"room": "r1"}));
-    two.send("room-say", json!({"room": "r1", "text": "still here"})).await;
-    assert_eq!(two.expect("room-message").await, said("r1", "2", "still here"));
-    one.send("room-say", json!({"room": "r1", "text": "back?"})).await;
+    two.send("room-say", json!({"room": "r1", "text": "still here"}))
+        .await;
+    assert_eq!(
+        two.expect("room-message").await,
+        said("r1", "2", "still here")
+    );
+    one.send("room-say", json!({"room": "r1", "text": "back?"}))
+        .await;
     assert_eq!(one.expect("error").await["code"], "forbidden");
     assert_eq!(faults(&a).await, 0);
     assert_eq!(faults(&b).await, 0);
@@ -103,14 +116,19 @@ async fn rooms_survive_a_plugin_reload_and_a_host_restart() {
         (hash(&now) != hash(&before) && !hash(&now).is_null()).then_some(())
     })
     .await;
-    one.send("room-say", json!({"room": "lobby", "text": "after reload"})).await;
+    one.send("room-say", json!({"room": "lobby", "text": "after reload"}))
+        .await;
     assert_eq!(one.expect("room-message").await["text"], "after reload");
 
     one.close().await;
     node.terminate(PATIENCE).await;
     let node = Node::start("rooms-restart", &redis.url(), &["rooms"], &[]).await;
     let mut one = node.connect("1", 2, None).await;
-    one.send("room-say", json!({"room": "lobby", "text": "after restart"})).await;
+    one.send(
+        "room-say",
+        json!({"room": "lobby", "text": "after restart"}),
+    )
+    .await;
     assert_eq!(one.expect("room-message").await["text"], "after restart");
 }
 
@@ -122,9 +140,16 @@ async fn a_full_store_is_an_error_reply_not_a_fault() {
     one.send("room-join", json!({"room": "r2"})).await;
     let error = one.expect("error").await;
     assert_eq!(error["code"], "listener_error", "{error}");
-    assert!(error["message"].as_str().unwrap().contains("state_max_keys"), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("state_max_keys"),
+        "{error}"
+    );
     // Still serving: r1 works.
-    one.send("room-say", json!({"room": "r1", "text": "ok"})).await;
+    one.send("room-say", json!({"room": "r1", "text": "ok"}))
+        .await;
     assert_eq!(one.expect("room-message").await["text"], "ok");
     assert_eq!(faults(&node).await, 0);
 }

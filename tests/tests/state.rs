@@ -54,7 +54,10 @@ async fn a_0_1_0_component_serves_beside_0_2_0_ones() {
     assert_eq!(c.expect("echo").await, json!({"b": 2}));
     let set = kv(&mut c, json!({"op": "set", "key": "k", "value": "v"})).await;
     assert_eq!(set, json!({"ok": null}));
-    assert_eq!(kv(&mut c, json!({"op": "get", "key": "k"})).await["ok"], "v");
+    assert_eq!(
+        kv(&mut c, json!({"op": "get", "key": "k"})).await["ok"],
+        "v"
+    );
     let list = host.plugins().await;
     assert_eq!(plugin(&list, "legacy-echo").unwrap()["faults"], 0);
 }
@@ -66,45 +69,103 @@ async fn state_is_scoped_per_tenant_and_per_plugin() {
     let mut b = host.connect("1", 2, Some("b")).await;
     let mut none = host.connect("1", 2, None).await;
     kv(&mut a, json!({"op": "set", "key": "k", "value": "of a"})).await;
-    assert_eq!(kv(&mut b, json!({"op": "get", "key": "k"})).await["ok"], Value::Null);
-    assert_eq!(kv(&mut none, json!({"op": "get", "key": "k"})).await["ok"], Value::Null);
+    assert_eq!(
+        kv(&mut b, json!({"op": "get", "key": "k"})).await["ok"],
+        Value::Null
+    );
+    assert_eq!(
+        kv(&mut none, json!({"op": "get", "key": "k"})).await["ok"],
+        Value::Null
+    );
     kv(&mut b, json!({"op": "set", "key": "k", "value": "of b"})).await;
-    assert_eq!(kv(&mut a, json!({"op": "get", "key": "k"})).await["ok"], "of a");
-    assert_eq!(kv(&mut b, json!({"op": "get", "key": "k"})).await["ok"], "of b");
+    assert_eq!(
+        kv(&mut a, json!({"op": "get", "key": "k"})).await["ok"],
+        "of a"
+    );
+    assert_eq!(
+        kv(&mut b, json!({"op": "get", "key": "k"})).await["ok"],
+        "of b"
+    );
     // Another plugin's bucket of the same name is not this plugin's.
     a.send("room-join", json!({"room": "r1"})).await;
     a.expect("room-joined").await;
-    let rooms = kv(&mut a, json!({"op": "list", "prefix": "", "bucket": "rooms"})).await;
+    let rooms = kv(
+        &mut a,
+        json!({"op": "list", "prefix": "", "bucket": "rooms"}),
+    )
+    .await;
     assert_eq!(rooms["ok"], json!([]), "{rooms}");
 }
 
 /// Every operation of the standard interfaces and ours, on one backend.
 async fn operations_work(c: &mut Client) {
-    assert_eq!(kv(c, json!({"op": "incr", "key": "n", "delta": 5})).await["ok"], 5);
-    assert_eq!(kv(c, json!({"op": "incr", "key": "n", "delta": -7})).await["ok"], -2);
+    assert_eq!(
+        kv(c, json!({"op": "incr", "key": "n", "delta": 5})).await["ok"],
+        5
+    );
+    assert_eq!(
+        kv(c, json!({"op": "incr", "key": "n", "delta": -7})).await["ok"],
+        -2
+    );
     kv(c, json!({"op": "set", "key": "word", "value": "abc"})).await;
     let refused = kv(c, json!({"op": "incr", "key": "word", "delta": 1})).await;
-    assert!(refused["error"].as_str().unwrap().contains("not a decimal integer"), "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a decimal integer"),
+        "{refused}"
+    );
     for key in ["p:1", "p:2", "q:1"] {
         kv(c, json!({"op": "set", "key": key, "value": key})).await;
     }
-    assert_eq!(kv(c, json!({"op": "list", "prefix": "p:"})).await["ok"], json!(["p:1", "p:2"]));
+    assert_eq!(
+        kv(c, json!({"op": "list", "prefix": "p:"})).await["ok"],
+        json!(["p:1", "p:2"])
+    );
     kv(c, json!({"op": "delete", "key": "p:1"})).await;
-    assert_eq!(kv(c, json!({"op": "list", "prefix": "p:"})).await["ok"], json!(["p:2"]));
+    assert_eq!(
+        kv(c, json!({"op": "list", "prefix": "p:"})).await["ok"],
+        json!(["p:2"])
+    );
     let cas = kv(c, json!({"op": "cas", "key": "c", "to": "mine"})).await;
-    assert_eq!(cas["ok"], json!({"first": "cas-failed", "second": "ok"}), "{cas}");
+    assert_eq!(
+        cas["ok"],
+        json!({"first": "cas-failed", "second": "ok"}),
+        "{cas}"
+    );
     assert_eq!(kv(c, json!({"op": "get", "key": "c"})).await["ok"], "mine");
-    let batch = kv(c, json!({"op": "batch", "pairs": [["b1", "x"], ["b2", "y"]]})).await;
+    let batch = kv(
+        c,
+        json!({"op": "batch", "pairs": [["b1", "x"], ["b2", "y"]]}),
+    )
+    .await;
     assert_eq!(batch["ok"], json!(["x", "y"]));
     // A TTL: the key is there, then gone.
-    kv(c, json!({"op": "set", "key": "brief", "value": "v", "ttl_ms": 150})).await;
+    kv(
+        c,
+        json!({"op": "set", "key": "brief", "value": "v", "ttl_ms": 150}),
+    )
+    .await;
     assert_eq!(kv(c, json!({"op": "get", "key": "brief"})).await["ok"], "v");
     eventually(PATIENCE, "a key with a TTL to expire", async || {
-        kv(c, json!({"op": "get", "key": "brief"})).await["ok"].is_null().then_some(())
+        kv(c, json!({"op": "get", "key": "brief"})).await["ok"]
+            .is_null()
+            .then_some(())
     })
     .await;
-    let bad = kv(c, json!({"op": "set", "key": "x".repeat(2000), "value": "v"})).await;
-    assert!(bad["error"].as_str().unwrap().contains("keys are 1 to 1024 bytes"), "{bad}");
+    let bad = kv(
+        c,
+        json!({"op": "set", "key": "x".repeat(2000), "value": "v"}),
+    )
+    .await;
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap()
+            .contains("keys are 1 to 1024 bytes"),
+        "{bad}"
+    );
 }
 
 #[tokio::test]
@@ -126,23 +187,46 @@ async fn quotas_answer_with_errors_not_faults() {
     .await;
     let mut a = host.connect("1", 2, Some("a")).await;
     let mut b = host.connect("1", 2, Some("b")).await;
-    let fill = kv(&mut a, json!({"op": "fill", "prefix": "k", "n": 100, "size": 10})).await;
+    let fill = kv(
+        &mut a,
+        json!({"op": "fill", "prefix": "k", "n": 100, "size": 10}),
+    )
+    .await;
     assert_eq!(fill["ok"]["set"], 5, "{fill}");
     let error = fill["ok"]["error"].as_str().unwrap();
     assert!(error.contains("state_max_keys"), "{error}");
     // The quota is the plugin's, every tenant together.
     let other = kv(&mut b, json!({"op": "set", "key": "x", "value": "v"})).await;
-    assert!(other["error"].as_str().unwrap().contains("state_max_keys"), "{other}");
+    assert!(
+        other["error"].as_str().unwrap().contains("state_max_keys"),
+        "{other}"
+    );
     // Freeing a key makes room; a value past the bytes quota is refused.
     kv(&mut a, json!({"op": "delete", "key": "k0"})).await;
-    let big = kv(&mut b, json!({"op": "fill", "prefix": "big", "n": 1, "size": 5000})).await;
-    assert!(big["ok"]["error"].as_str().unwrap().contains("state_max_bytes"), "{big}");
-    assert_eq!(kv(&mut b, json!({"op": "set", "key": "x", "value": "v"})).await["ok"], Value::Null);
+    let big = kv(
+        &mut b,
+        json!({"op": "fill", "prefix": "big", "n": 1, "size": 5000}),
+    )
+    .await;
+    assert!(
+        big["ok"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("state_max_bytes"),
+        "{big}"
+    );
+    assert_eq!(
+        kv(&mut b, json!({"op": "set", "key": "x", "value": "v"})).await["ok"],
+        Value::Null
+    );
     let list = host.plugins().await;
     let kv_status = plugin(&list, "kv").unwrap();
     assert_eq!(kv_status["faults"], 0, "{kv_status}");
     let metrics = host.metrics().await;
-    let errors = switchboard_tests::metric(&metrics, "switchboard_plugin_kv_errors_total{plugin=\"kv\"}");
+    let errors = switchboard_tests::metric(
+        &metrics,
+        "switchboard_plugin_kv_errors_total{plugin=\"kv\"}",
+    );
     assert!(errors.is_some_and(|n| n >= 3.0), "{metrics}");
 }
 
@@ -159,25 +243,53 @@ async fn redis_state_is_shared_by_nodes_and_an_outage_is_an_error_value() {
     let mut on_a = a.connect("1", 2, Some("t")).await;
     let mut on_b = b.connect("2", 2, Some("t")).await;
     operations_work(&mut on_a).await;
-    kv(&mut on_a, json!({"op": "set", "key": "shared", "value": "from a"})).await;
-    assert_eq!(kv(&mut on_b, json!({"op": "get", "key": "shared"})).await["ok"], "from a");
-    assert_eq!(kv(&mut on_b, json!({"op": "incr", "key": "n", "delta": 1})).await["ok"], -1);
+    kv(
+        &mut on_a,
+        json!({"op": "set", "key": "shared", "value": "from a"}),
+    )
+    .await;
+    assert_eq!(
+        kv(&mut on_b, json!({"op": "get", "key": "shared"})).await["ok"],
+        "from a"
+    );
+    assert_eq!(
+        kv(&mut on_b, json!({"op": "incr", "key": "n", "delta": 1})).await["ok"],
+        -1
+    );
 
     redis.kill();
     let down = kv(&mut on_a, json!({"op": "get", "key": "shared"})).await;
-    assert!(down["error"].as_str().unwrap().contains("state store unavailable"), "{down}");
+    assert!(
+        down["error"]
+            .as_str()
+            .unwrap()
+            .contains("state store unavailable"),
+        "{down}"
+    );
     redis.restart().await;
     // The restarted Redis is empty (no persistence): the store answers again.
-    eventually(PATIENCE, "state to answer after Redis is back", async || {
-        let r = kv(&mut on_a, json!({"op": "set", "key": "again", "value": "v"})).await;
-        r["error"].is_null().then_some(())
-    })
+    eventually(
+        PATIENCE,
+        "state to answer after Redis is back",
+        async || {
+            let r = kv(
+                &mut on_a,
+                json!({"op": "set", "key": "again", "value": "v"}),
+            )
+            .await;
+            r["error"].is_null().then_some(())
+        },
+    )
     .await;
     // Node B learns that Redis is back on its own next operations.
-    eventually(PATIENCE, "node B to read through the restarted Redis", async || {
-        let r = kv(&mut on_b, json!({"op": "get", "key": "again"})).await;
-        (r["ok"] == "v").then_some(())
-    })
+    eventually(
+        PATIENCE,
+        "node B to read through the restarted Redis",
+        async || {
+            let r = kv(&mut on_b, json!({"op": "get", "key": "again"})).await;
+            (r["ok"] == "v").then_some(())
+        },
+    )
     .await;
     let (_, list) = a.get("/api/v1/plugins").await;
     assert_eq!(plugin(&list, "kv").unwrap()["faults"], 0, "{list}");

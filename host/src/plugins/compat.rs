@@ -9,7 +9,8 @@ use wasmtime::{
 
 use super::{
     bindings::{
-        self as current, switchboard::plugin as now,
+        self as current,
+        switchboard::plugin as now,
         v0_1::{self, switchboard::plugin as old},
     },
     state::CallState,
@@ -36,13 +37,10 @@ pub(crate) enum Instance {
 
 impl Contract {
     /// The version `component` exports: the newest it has.
-    pub(crate) fn new(
-        pre: InstancePre<CallState>,
-        component: &Component,
-    ) -> anyhow::Result<Self> {
+    pub(crate) fn new(pre: InstancePre<CallState>, component: &Component) -> anyhow::Result<Self> {
         let exports = |version: &str| {
             component
-                .get_export_index(None, &format!("switchboard:plugin/listener@{version}"))
+                .get_export_index(None, format!("switchboard:plugin/listener@{version}"))
                 .is_some()
         };
         if exports("0.2.0") {

@@ -53,7 +53,8 @@ impl CallState {
                 .increment(bytes as u64);
         }
         result.map_err(|e| {
-            metrics::counter!("switchboard_plugin_kv_errors_total", "plugin" => plugin).increment(1);
+            metrics::counter!("switchboard_plugin_kv_errors_total", "plugin" => plugin)
+                .increment(1);
             other(e)
         })
     }
@@ -74,7 +75,11 @@ impl store::HostBucket for CallState {
     ) -> Result<Option<Vec<u8>>, store::Error> {
         let space = self.bucket_space(&bucket)?;
         let result = self.store().get(&space, &key).await;
-        let bytes = result.as_ref().ok().and_then(Option::as_ref).map_or(0, Vec::len);
+        let bytes = result
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map_or(0, Vec::len);
         self.count("get", bytes, result)
     }
 
@@ -95,7 +100,11 @@ impl store::HostBucket for CallState {
         self.count("delete", 0, result)
     }
 
-    async fn exists(&mut self, bucket: Resource<Bucket>, key: String) -> Result<bool, store::Error> {
+    async fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<bool, store::Error> {
         let space = self.bucket_space(&bucket)?;
         let result = self.store().exists(&space, &key).await;
         self.count("exists", 0, result)
@@ -130,11 +139,7 @@ impl atomics::Host for CallState {
         self.count("increment", 0, result)
     }
 
-    async fn swap(
-        &mut self,
-        cas: Resource<Cas>,
-        value: Vec<u8>,
-    ) -> Result<(), atomics::CasError> {
+    async fn swap(&mut self, cas: Resource<Cas>, value: Vec<u8>) -> Result<(), atomics::CasError> {
         let cas = self
             .table
             .delete(cas)
@@ -163,7 +168,11 @@ impl atomics::Host for CallState {
 }
 
 impl atomics::HostCas for CallState {
-    async fn new(&mut self, bucket: Resource<Bucket>, key: String) -> Result<Resource<Cas>, store::Error> {
+    async fn new(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> Result<Resource<Cas>, store::Error> {
         let space = self.bucket_space(&bucket)?;
         let result = self.store().get(&space, &key).await;
         let seen = self.count("get", 0, result)?;
@@ -191,7 +200,11 @@ impl batch::Host for CallState {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             let result = self.store().get(&space, &key).await;
-            let bytes = result.as_ref().ok().and_then(Option::as_ref).map_or(0, Vec::len);
+            let bytes = result
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map_or(0, Vec::len);
             let value = self.count("get", bytes, result)?;
             out.push(value.map(|v| (key, v)));
         }

@@ -161,7 +161,10 @@ impl Memory {
         let sum = current
             .checked_add(delta)
             .ok_or_else(|| KvError::Invalid("the counter would overflow".into()))?;
-        let ttl = expires.map(|at| at.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)));
+        let ttl = expires.map(|at| {
+            at.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
         area.put(&self.quota, field, sum.to_string().into_bytes(), ttl)?;
         Ok(sum)
     }
@@ -230,7 +233,8 @@ mod tests {
     fn ttl_expires_and_frees_the_quota() {
         let m = store(1, 1 << 20);
         let s = space(None);
-        m.set(&s, "k", b"v", Some(Duration::from_millis(1))).unwrap();
+        m.set(&s, "k", b"v", Some(Duration::from_millis(1)))
+            .unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(m.get(&s, "k"), None);
         m.set(&s, "j", b"v", None).unwrap();
@@ -261,7 +265,10 @@ mod tests {
         assert_eq!(m.increment(&s, "n", -5).unwrap(), -3);
         m.set(&s, "x", b"abc", None).unwrap();
         assert!(m.increment(&s, "x", 1).is_err());
-        assert_eq!(m.swap(&s, "x", Some(b"zzz"), b"new").unwrap(), Err(Some(b"abc".to_vec())));
+        assert_eq!(
+            m.swap(&s, "x", Some(b"zzz"), b"new").unwrap(),
+            Err(Some(b"abc".to_vec()))
+        );
         assert_eq!(m.swap(&s, "x", Some(b"abc"), b"new").unwrap(), Ok(()));
         assert_eq!(m.swap(&s, "y", None, b"1").unwrap(), Ok(()));
     }

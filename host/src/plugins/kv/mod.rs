@@ -136,8 +136,8 @@ pub struct StateStore {
 enum Backend {
     /// In this process.
     Memory(memory::Memory),
-    /// In Redis, shared by the cluster.
-    Redis(redis::RedisState),
+    /// In Redis, shared by the cluster (boxed: it holds a connection and scripts).
+    Redis(Box<redis::RedisState>),
 }
 
 impl StateStore {
@@ -153,12 +153,12 @@ impl StateStore {
         use crate::config::BrokerKind;
         Ok(match cluster.broker {
             BrokerKind::Redis => Self {
-                backend: Backend::Redis(redis::RedisState::new(
+                backend: Backend::Redis(Box::new(redis::RedisState::new(
                     &cluster.redis_url,
                     &cluster.name,
                     quota(plugins),
                     Duration::from_millis(plugins.state_timeout_ms),
-                )?),
+                )?)),
             },
             BrokerKind::Local | BrokerKind::Nats => Self::memory(plugins),
         })

@@ -54,7 +54,8 @@ end
 
 const GET: &str = "return live(ARGV[1])";
 /// ARGV: field, value, ttl ms (0: none), max keys, max bytes.
-const SET: &str = "return put(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))";
+const SET: &str =
+    "return put(ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))";
 const DELETE: &str = "drop(ARGV[1]) return 'ok'";
 /// ARGV: range start (`[field` or `(cursor-field`), scope+prefix, page + 1.
 /// Returns {more, last field of the page or '', live fields...}.
@@ -221,7 +222,8 @@ impl RedisState {
 
     pub(super) async fn get(&self, space: &Space, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let field = space.field(key);
-        self.run(&self.scripts.get, space, &[field.as_bytes()]).await
+        self.run(&self.scripts.get, space, &[field.as_bytes()])
+            .await
     }
 
     pub(super) async fn set(
@@ -277,9 +279,16 @@ impl RedisState {
                 &[start.as_bytes(), scoped.as_bytes(), page.as_bytes()],
             )
             .await?;
-        let strip = |field: &str| field.get(space.prefix.len()..).unwrap_or_default().to_owned();
+        let strip = |field: &str| {
+            field
+                .get(space.prefix.len()..)
+                .unwrap_or_default()
+                .to_owned()
+        };
         let [more, last, fields @ ..] = answer.as_slice() else {
-            return Err(KvError::Unavailable("unexpected answer to a listing".into()));
+            return Err(KvError::Unavailable(
+                "unexpected answer to a listing".into(),
+            ));
         };
         let keys = fields.iter().map(|f| strip(f)).collect();
         let next = (more == "1").then(|| strip(last));
