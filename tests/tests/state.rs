@@ -294,3 +294,59 @@ async fn redis_state_is_shared_by_nodes_and_an_outage_is_an_error_value() {
     let (_, list) = a.get("/api/v1/plugins").await;
     assert_eq!(plugin(&list, "kv").unwrap()["faults"], 0, "{list}");
 }
+
+/// Median round trip of `n` sequential `kv` requests on one connection.
+async fn median_round_trip(c: &mut Client, request: Value, n: usize) -> std::time::Duration {
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = std::time::Instant::now();
+        let answer = kv(c, request.clone()).await;
+        took.push(started.elapsed());
+        assert!(answer["error"].is_null(), "{answer}");
+    }
+    took.sort();
+    took[n / 2]
+}
+
+/// What one key-value operation adds to a call: the median round trip of a `kv` request
+/// doing a get or a set, minus that of one doing nothing, over a real WebSocket, on the
+/// memory store and on a real Redis on loopback.
+#[tokio::test]
+#[ignore = "measurement; run with --ignored --nocapture"]
+async fn measure_kv_costs() {
+    const N: usize = 2000;
+    let value = "v".repeat(100);
+    let requests = [
+        ("none", json!({"op": "none"})),
+        ("get", json!({"op": "get", "key": "k"})),
+        ("set", json!({"op": "set", "key": "k", "value": value})),
+    ];
+    let fast = [
+        ("SWITCHBOARD_SERVER__MESSAGES_PER_SEC", "100000"),
+        ("SWITCHBOARD_SERVER__MESSAGES_BURST", "100000"),
+    ];
+    let redis = require_redis().then(RedisServer::start);
+    let mut stores = vec![("memory", Node::start_local(&["kv"], &fast).await)];
+    if let Some(redis) = redis {
+        let redis = redis.await;
+        stores.push(("redis", Node::start("measure", &redis.url(), &["kv"], &fast).await));
+        std::mem::forget(redis);
+    }
+    println!("| store | op | median round trip | added by the operation |");
+    println!("|---|---|---|---|");
+    for (store, node) in &stores {
+        let mut c = node.connect("1", 2, Some("t")).await;
+        kv(&mut c, json!({"op": "set", "key": "k", "value": value})).await;
+        let mut baseline = None;
+        for (op, request) in &requests {
+            median_round_trip(&mut c, request.clone(), N / 10).await; // warm up
+            let median = median_round_trip(&mut c, request.clone(), N).await;
+            let base = *baseline.get_or_insert(median);
+            println!(
+                "| {store} | {op} | {:.1} µs | {:.1} µs |",
+                median.as_secs_f64() * 1e6,
+                (median.as_secs_f64() - base.as_secs_f64()) * 1e6
+            );
+        }
+    }
+}

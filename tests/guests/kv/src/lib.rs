@@ -2,6 +2,7 @@
 //! with `{"op": ..., ...}`; the answer is `kv-result` `{"ok": value}` or, when the host
 //! refuses an operation, `{"error": message}` (a value, never a fault).
 //!
+//! - `none`: no state operation → `null` (the baseline of a cost measurement)
 //! - `set` `{"key", "value": text, "ttl_ms"?: n, "bucket"?: name}` → `null`
 //! - `get` `{"key", "bucket"?}` → the text or `null`
 //! - `delete` `{"key"}` → `null`
@@ -47,6 +48,9 @@ fn text(bytes: Vec<u8>) -> Value {
 }
 
 fn run(r: &Request) -> Result<Value> {
+    if r.op == "none" {
+        return Ok(Value::Null);
+    }
     let state = State::open(&r.bucket)?;
     Ok(match r.op.as_str() {
         "set" => {
