@@ -325,12 +325,14 @@ async fn measure_kv_costs() {
         ("SWITCHBOARD_SERVER__MESSAGES_PER_SEC", "100000"),
         ("SWITCHBOARD_SERVER__MESSAGES_BURST", "100000"),
     ];
-    let redis = require_redis().then(RedisServer::start);
+    let redis = match require_redis() {
+        true => Some(RedisServer::start().await),
+        false => None,
+    };
     let mut stores = vec![("memory", Node::start_local(&["kv"], &fast).await)];
-    if let Some(redis) = redis {
-        let redis = redis.await;
-        stores.push(("redis", Node::start("measure", &redis.url(), &["kv"], &fast).await));
-        std::mem::forget(redis);
+    if let Some(redis) = &redis {
+        let node = Node::start("measure", &redis.url(), &["kv"], &fast).await;
+        stores.push(("redis", node));
     }
     println!("| store | op | median round trip | added by the operation |");
     println!("|---|---|---|---|");
