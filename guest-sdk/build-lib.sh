@@ -26,7 +26,7 @@ guest_build_init() {
     [ -z "$entry" ] || [ -f "$src/$entry" ] || { echo "$src/$entry: no such file" >&2; exit 1; }
     key="$( (cd "$src" && find . -type f ! -name '*.wasm' ! -name '*.toml' ! -name '*.md' \
                  ! -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum
-             cat "$@" "$root"/guest-sdk/wit/*.wit "${BASH_SOURCE[0]}" | sha256sum) \
+             cat "$@" "$root"/guest-sdk/wit/0.1.0/*.wit "${BASH_SOURCE[0]}" | sha256sum) \
            | sha256sum | cut -c1-16)"
     built="$work/out/$name-$key.wasm"
     stage="$work/stage/$name-$key"

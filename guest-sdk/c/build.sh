@@ -22,7 +22,7 @@ if [ ! -f "$built" ]; then
     js_toolchain="$guest_target/js/toolchain"
     rm -rf "$stage"
     mkdir -p "$stage/bindings" "$work/out"
-    "$tools/bin/wit-bindgen" c "$root/guest-sdk/wit" --world plugin \
+    "$tools/bin/wit-bindgen" c "$root/guest-sdk/wit/0.1.0" --world plugin \
         --out-dir "$stage/bindings" >"$stage/wit-bindgen.log" 2>&1 \
         || { cat "$stage/wit-bindgen.log" >&2; exit 1; }
     clang-19 --target=wasm32-wasi -mexec-model=reactor -fuse-ld=lld -O2 -std=c11 \

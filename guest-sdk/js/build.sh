@@ -20,7 +20,7 @@ if [ ! -f "$built" ]; then
     cp -R "$src/." "$stage/plugins/$name/"
     cp "$sdk/switchboard.js" "$stage/guest-sdk/js/"
     (cd "$stage" && node "$toolchain/componentize.mjs" "plugins/$name/listener.js" "$built.tmp$$" \
-        --wit "$root/guest-sdk/wit")
+        --wit "$root/guest-sdk/wit/0.1.0")
     mv "$built.tmp$$" "$built"
 fi
 guest_build_finish

@@ -17,7 +17,7 @@
 //   });
 //
 // The host imports below are bound by componentize-js to the WIT contract
-// (guest-sdk/wit/plugin.wit); this file is hand-written and holds no generated code.
+// (guest-sdk/wit/0.1.0/plugin.wit); this file is hand-written and holds no generated code.
 
 import { send, sendToTenant } from 'switchboard:plugin/sender@0.1.0';
 import { isOnline, onlineUsers } from 'switchboard:plugin/presence@0.1.0';

@@ -21,7 +21,7 @@ if [ ! -f "$built" ]; then
     cp -R "$src/." "$stage/plugin/"
     cp "$sdk/switchboard.py" "$stage/sdk/"
     started=$SECONDS
-    "$venv/bin/componentize-py" -d "$root/guest-sdk/wit" -w plugin \
+    "$venv/bin/componentize-py" -d "$root/guest-sdk/wit/0.1.0" -w plugin \
         componentize app -p "$stage/plugin" -p "$stage/sdk" -o "$built.tmp$$" >&2
     mv "$built.tmp$$" "$built"
     echo "componentize-py: $name -> $built ($(( $(stat -c %s "$built") / 1000000 )) MB, $((SECONDS - started)) s)" >&2

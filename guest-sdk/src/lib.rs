@@ -85,18 +85,21 @@
 //! - [`Listener`] (`listener.rs`): the trait a plugin implements.
 //! - [`Context`] (`context.rs`): the session being handled and the host's
 //!   services: send, presence, config, logging.
+//! - [`State`] (`state.rs`): key-value state that outlives calls, scoped to the
+//!   plugin and the tenant by the host.
 //! - [`Content`] (`content.rs`): received JSON, parsed with serde.
 //! - [`Error`] (`error.rs`): errors as values, both ways.
 //! - [`UserRef`], [`SessionInfo`], [`Target`], [`Level`] (`types.rs`): the WIT
 //!   records in Rust shape.
 //! - `export.rs`: the glue behind [`export_listener!`]; `bindings.rs`: the code
-//!   `wit_bindgen::generate!` writes from `wit/plugin.wit`. Neither is public API.
+//!   `wit_bindgen::generate!` writes from `wit/0.2.0`. Neither is public API.
 
 mod content;
 mod context;
 mod error;
 mod export;
 mod listener;
+mod state;
 mod types;
 
 #[allow(
@@ -110,6 +113,7 @@ pub use content::Content;
 pub use context::Context;
 pub use error::{Error, Result};
 pub use listener::Listener;
+pub use state::State;
 pub use types::{Level, SessionInfo, Target, UserRef};
 
 /// Not public API: used by [`export_listener!`].

@@ -216,6 +216,12 @@ pub struct PluginsConfig {
     /// Use the pooling instance allocator (falls back to on-demand when the machine cannot
     /// reserve its address space).
     pub pooling: bool,
+    /// Key-value entries one plugin may hold, all tenants and buckets together.
+    pub state_max_keys: u64,
+    /// Bytes of keys and values one plugin may hold, all tenants and buckets together.
+    pub state_max_bytes: u64,
+    /// How long a key-value operation waits for Redis before it fails, in milliseconds.
+    pub state_timeout_ms: u64,
 }
 
 impl Default for PluginsConfig {
@@ -234,6 +240,9 @@ impl Default for PluginsConfig {
             max_sends_per_call: 1000,
             max_plugin_bytes: 512 << 20,
             pooling: true,
+            state_max_keys: 10_000,
+            state_max_bytes: 16 << 20,
+            state_timeout_ms: 500,
         }
     }
 }

@@ -29,7 +29,7 @@
 //! | 4 | [`delivery`] | encode-once fan-out to local sessions, the [`delivery::Hub`] |
 //! | 5 | [`dispatch`] | the seam between transports and listeners |
 //! | 5 | `ingest` | consuming what a back end's framework sender publishes (yudao, RuoYi-Vue-Plus) |
-//! | 6 | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports |
+//! | 6 | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports, contract versions, key-value state |
 //! | 7 | `http_error`, `accept`, `state` | the HTTP error shape, the accept loop, handler state |
 //! | 8 | `transport`, `api`, `web` | connections, the HTTP API, the demo page |
 //! | 9 | [`server`] | [`server::run`]: wires everything into one server |

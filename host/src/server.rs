@@ -142,7 +142,8 @@ pub async fn run(
         .context("starting the [[ingest]] sources")?;
     let shutdown_token = CancellationToken::new();
     crate::recheck::start(auth.clone(), hub.registry.clone(), shutdown_token.clone());
-    let plugins = PluginHost::start(&config.plugins, hub.clone())
+    let kv_store = crate::plugins::kv::StateStore::for_host(&config.plugins, &config.cluster)?;
+    let plugins = PluginHost::start(&config.plugins, hub.clone(), kv_store)
         .await
         .context("starting the plugin host")?;
     let state = AppState {

@@ -71,6 +71,8 @@ pub(crate) struct PluginDescription {
     pub message_types: Vec<String>,
     /// Whether it is told of sessions opening and closing.
     pub lifecycle_events: bool,
+    /// The version of the `switchboard:plugin` contract the component was built against.
+    pub contract: &'static str,
     /// The component file.
     pub file: String,
     /// SHA-256 of the file, hex.

@@ -118,6 +118,18 @@ const PLUGIN_COUNTERS: &[(&str, &str)] = &[
         "switchboard_plugin_log_dropped_total",
         "Plugin log lines dropped by the log rate limit or a full queue.",
     ),
+    (
+        "switchboard_plugin_kv_operations_total",
+        "Key-value operations of a plugin (label `op`: get, set, delete, exists, list, increment, swap).",
+    ),
+    (
+        "switchboard_plugin_kv_errors_total",
+        "Key-value operations of a plugin that returned an error (quota, invalid, store unavailable).",
+    ),
+    (
+        "switchboard_plugin_kv_bytes_total",
+        "Value bytes a plugin read from or wrote to its key-value state.",
+    ),
 ];
 
 /// Per-source ingest counters (label `source`, and `reason` for rejects): described only,

@@ -309,6 +309,11 @@
         renderOnline();
         break;
       case 'presence-changed': onPresenceChanged(content); break;
+      case 'room-joined': addRoomLine(`joined ${content?.room}`); break;
+      case 'room-left': addRoomLine(`left ${content?.room}`); break;
+      case 'room-message':
+        addRoomLine(`[${content?.room}] ${content?.from?.user_id ?? '?'}: ${content?.text ?? ''}`);
+        break;
       case 'error':
         if (content?.code === 'unknown_type' && content?.type === 'presence-list') {
           app.presence = false;
@@ -319,6 +324,10 @@
         break;
       default: addNotice(String(type), content);
     }
+  }
+
+  function addRoomLine(text) {
+    appendScrolled($('room-messages'), el('li', {}, timeEl(), ' ', text), 200);
   }
 
   function onSession(s) {
@@ -664,6 +673,7 @@
     $('disconnect').disabled = !live && !app.wanted;
     $('send').disabled = !ready;
     $('raw-send').disabled = !ready;
+    for (const id of ['room-join', 'room-leave', 'room-say']) $(id).disabled = !ready;
     $('refresh-online').disabled = !ready || !app.presence;
   }
 
@@ -753,6 +763,16 @@
       setMessageState(node, 'sent');
     }
     $('text').focus();
+  });
+
+  const roomName = () => $('room-name').value.trim();
+  $('room-join').addEventListener('click', () => { if (roomName()) send('room-join', { room: roomName() }); });
+  $('room-leave').addEventListener('click', () => { if (roomName()) send('room-leave', { room: roomName() }); });
+  $('room-form').addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const text = $('room-text').value;
+    if (!roomName() || !text.trim()) return;
+    if (await send('room-say', { room: roomName(), text })) $('room-text').value = '';
   });
 
   $('raw-form').addEventListener('submit', async (e) => {

@@ -69,6 +69,12 @@ pub(crate) const RESCAN_SECS: Bounded = bounded("rescan_secs", 0, 86_400, "s");
 pub(crate) const LOG_LINES_PER_SEC: Bounded = bounded("log_lines_per_sec", 1, 100_000, "");
 /// Sends one call may make; 0 forbids sending.
 pub(crate) const MAX_SENDS_PER_CALL: Bounded = bounded("max_sends_per_call", 0, 1_000_000, "");
+/// Key-value entries one plugin may hold; 0 leaves it no state.
+pub(crate) const STATE_MAX_KEYS: Bounded = bounded("state_max_keys", 0, 100_000_000, "");
+/// Bytes of key-value state one plugin may hold (16 GiB at most).
+pub(crate) const STATE_MAX_BYTES: Bounded = bounded("state_max_bytes", 0, 16 << 30, "bytes");
+/// Wait for Redis per key-value operation (below any sensible call timeout).
+pub(crate) const STATE_TIMEOUT_MS: Bounded = bounded("state_timeout_ms", 1, 60_000, "ms");
 
 /// Every numeric `[plugins]` setting in its range.
 pub(crate) fn check_host(config: &PluginsConfig) -> anyhow::Result<()> {
@@ -92,6 +98,9 @@ pub(crate) fn check_host(config: &PluginsConfig) -> anyhow::Result<()> {
             &MAX_SENDS_PER_CALL,
             Some(u64::from(config.max_sends_per_call)),
         ),
+        (&STATE_MAX_KEYS, Some(config.state_max_keys)),
+        (&STATE_MAX_BYTES, Some(config.state_max_bytes)),
+        (&STATE_TIMEOUT_MS, Some(config.state_timeout_ms)),
     ] {
         if let Some(value) = value {
             bounds.check(place, value)?;

@@ -14,12 +14,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::{
-    bindings::{PluginPre, switchboard::plugin::types},
+    bindings::switchboard::plugin::types,
     cache::CodeCache,
+    compat::Contract,
     escape::show_path,
     runtime::{Fault, InstancePool, Runtime},
     sidecar::{Limits, Sidecar},
-    state::{CallState, PluginEnv},
+    state::PluginEnv,
 };
 use crate::{
     config::PluginsConfig,
@@ -86,7 +87,7 @@ pub struct LoadedPlugin {
     pub(crate) limits: Limits,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
-    pre: PluginPre<CallState>,
+    pre: Contract,
     env: Arc<PluginEnv>,
     /// One permit per concurrent call.
     gate: Semaphore,
@@ -386,6 +387,7 @@ impl LoadedPlugin {
             version: self.info.version.clone(),
             message_types: self.info.message_types.clone(),
             lifecycle_events: self.info.lifecycle_events,
+            contract: self.pre.version(),
             file: show_path(&self.file),
             hash: self.hash.clone(),
             capabilities: CapabilitiesStatus {
@@ -422,6 +424,9 @@ fn env(cx: &LoadContext<'_>, name: &str, label: String, sidecar: &Sidecar) -> Ar
         metrics::counter!("switchboard_plugin_log_dropped_total", "plugin" => name.to_owned());
     Arc::new(PluginEnv {
         label,
+        name: name.to_owned(),
+        namespace: Arc::from(name),
+        state: cx.runtime.state.clone(),
         log_dropped,
         capabilities: sidecar.capabilities,
         config: Arc::new(sidecar.config.clone()),

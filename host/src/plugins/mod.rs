@@ -1,10 +1,12 @@
 //! Listener plugins: WebAssembly components loaded from a folder, routed by message type,
 //! hot-reloaded, and run in a sandbox with time and memory limits.
 //!
-//! - `bindings`: generated from `guest-sdk/wit` (the contract).
+//! - `bindings`: generated from `guest-sdk/wit` (every served contract version);
+//!   `compat`: older versions adapted to the current one.
 //! - `engine`: the shared engine and the epoch ticker behind call deadlines.
 //! - [`runtime`]: one `Store` per call, limits, fault reports.
 //! - `state` / `imports`: what a call's store holds; the host side of the imports.
+//! - `kv`: key-value state (`wasi:keyvalue` and `state`) in memory or Redis.
 //! - [`loaded`]: one loaded plugin version, its validation and counters.
 //! - [`cache`]: compiled code on disk.
 //! - [`sidecar`]: the operator's `NAME.toml` next to `NAME.wasm`.
@@ -13,9 +15,11 @@
 
 pub(crate) mod bindings;
 pub mod cache;
+pub(crate) mod compat;
 pub(crate) mod engine;
 pub(crate) mod escape;
 mod imports;
+pub mod kv;
 pub(crate) mod limiter;
 pub mod loaded;
 pub(crate) mod routes;
@@ -142,8 +146,13 @@ pub(crate) struct PluginHost {
 impl PluginHost {
     /// Loads every `*.wasm` in `config.dir` and, if `config.watch`, starts watching it.
     /// Files that fail to load are reported and skipped; the host serves the rest.
-    pub(crate) async fn start(config: &PluginsConfig, hub: Arc<Hub>) -> anyhow::Result<Arc<Self>> {
-        let runtime = Arc::new(Runtime::new(config)?);
+    pub(crate) async fn start(
+        config: &PluginsConfig,
+        hub: Arc<Hub>,
+        state: kv::StateStore,
+    ) -> anyhow::Result<Arc<Self>> {
+        tracing::info!(store = state.name(), "plugin state");
+        let runtime = Arc::new(Runtime::with_state(config, state)?);
         let dir = config.dir.clone();
         if !dir.exists() {
             std::fs::create_dir_all(&dir)

@@ -11,11 +11,11 @@ use wasmtime::{
 use wasmtime_wasi::WasiCtx;
 
 use super::{
-    bindings::{
-        Plugin, PluginPre, exports::switchboard::plugin::listener, switchboard::plugin::types,
-    },
+    bindings::{self, switchboard::plugin::types, v0_1},
+    compat::{Contract, Instance},
     engine::{self, EpochTicker},
     escape::escape_control,
+    kv::StateStore,
     limiter::{MemoryBudget, MemoryCapExceeded},
     sidecar::Limits,
     state::{CallState, PluginEnv},
@@ -39,11 +39,15 @@ pub(crate) struct Fault {
     pub stderr: Option<String>,
 }
 
-/// The engine, the linker with the host imports, and the epoch ticker.
+/// The engine, the linker with the host imports, the plugins' state store and the epoch
+/// ticker.
 pub struct Runtime {
     /// Shared by every plugin.
     pub engine: Engine,
     linker: Linker<CallState>,
+    /// Where every plugin's key-value state lives; outlives plugin versions, so a reload
+    /// keeps the state.
+    pub(crate) state: Arc<StateStore>,
     _ticker: EpochTicker,
 }
 
@@ -54,31 +58,44 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and links WASI (no preopens, no network) and the plugin imports.
+    /// Builds the engine and links WASI (no preopens, no network) and the plugin imports of
+    /// every served contract version, with plugin state in memory.
     pub fn new(config: &PluginsConfig) -> anyhow::Result<Self> {
+        Self::with_state(config, StateStore::memory(config))
+    }
+
+    /// [`Runtime::new`] with plugin state in `state`.
+    pub fn with_state(config: &PluginsConfig, state: StateStore) -> anyhow::Result<Self> {
         let engine = engine::build(config.pooling)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let ticker = EpochTicker::start(engine.clone()).context("starting the epoch thread")?;
         Ok(Self {
             engine,
             linker,
+            state: Arc::new(state),
             _ticker: ticker,
         })
     }
 
-    /// Pre-links `component`: fails with a clear reason if it is not a plugin of this world.
-    pub fn prepare(
+    /// Pre-links `component`: fails with a clear reason if it is not a plugin of a served
+    /// contract version.
+    pub(crate) fn prepare(
         &self,
         component: &wasmtime::component::Component,
-    ) -> anyhow::Result<PluginPre<CallState>> {
+    ) -> anyhow::Result<Contract> {
         let pre = self.linker.instantiate_pre(component).map_err(|e| {
             anyhow::anyhow!("component needs imports this host does not provide: {e:#}")
         })?;
-        PluginPre::new(pre).map_err(|e| {
-            anyhow::anyhow!("component does not export switchboard:plugin/listener@0.1.0: {e:#}")
-        })
+        Contract::new(pre, component)
+    }
+
+    /// Links `component` as a load does, and returns the contract version it serves (e.g.
+    /// `0.2.0`); fails with the reason a load would give.
+    pub fn link(&self, component: &wasmtime::component::Component) -> anyhow::Result<&'static str> {
+        self.prepare(component).map(|c| c.version())
     }
 
     fn store(
@@ -126,12 +143,12 @@ impl Runtime {
     /// for this call (deadline, fuel, tenant scope) either way.
     async fn acquire(
         &self,
-        pre: &PluginPre<CallState>,
+        pre: &Contract,
         env: &Arc<PluginEnv>,
         limits: &Limits,
         (tenant, via): (Option<Arc<str>>, Via),
         pool: Option<&InstancePool>,
-    ) -> wasmtime::Result<(Store<CallState>, Plugin)> {
+    ) -> wasmtime::Result<(Store<CallState>, Instance)> {
         if let Some((mut store, plugin)) = pool.and_then(InstancePool::take) {
             let state = store.data_mut();
             state.deadline = Instant::now() + limits.call_timeout;
@@ -144,14 +161,14 @@ impl Runtime {
             return Ok((store, plugin));
         }
         let mut store = self.store(env, limits, (tenant, via))?;
-        let plugin = pre.instantiate_async(&mut store).await?;
+        let plugin = pre.instantiate(&mut store).await?;
         Ok((store, plugin))
     }
 
     /// Calls `describe` on a fresh instance.
     pub(crate) async fn describe(
         &self,
-        pre: &PluginPre<CallState>,
+        pre: &Contract,
         env: &Arc<PluginEnv>,
         limits: &Limits,
     ) -> Result<types::PluginInfo, Fault> {
@@ -161,10 +178,7 @@ impl Runtime {
                 .acquire(pre, env, limits, (None, Via::default()), None)
                 .await?;
             stderr.set(&store);
-            plugin
-                .switchboard_plugin_listener()
-                .call_describe(&mut store)
-                .await
+            plugin.describe(&mut store).await
         })
         .await
     }
@@ -173,7 +187,7 @@ impl Runtime {
     #[expect(clippy::too_many_arguments, reason = "one call's full context")]
     pub(crate) async fn on_message(
         &self,
-        pre: &PluginPre<CallState>,
+        pre: &Contract,
         env: &Arc<PluginEnv>,
         limits: &Limits,
         pool: Option<&InstancePool>,
@@ -188,8 +202,7 @@ impl Runtime {
             let (mut store, plugin) = self.acquire(pre, env, limits, (tenant, via), pool).await?;
             stderr.set(&store);
             let result = plugin
-                .switchboard_plugin_listener()
-                .call_on_message(&mut store, from, msg_type, content)
+                .on_message(&mut store, from, msg_type, content)
                 .await?;
             // An instance that trapped or timed out may be in any state: only clean ones go
             // back (on a fault, `?` above or the timeout drops the store).
@@ -205,7 +218,7 @@ impl Runtime {
     #[expect(clippy::too_many_arguments, reason = "one call's full context")]
     pub(crate) async fn on_lifecycle(
         &self,
-        pre: &PluginPre<CallState>,
+        pre: &Contract,
         env: &Arc<PluginEnv>,
         limits: &Limits,
         pool: Option<&InstancePool>,
@@ -218,12 +231,7 @@ impl Runtime {
         within(limits, &stderr, async {
             let (mut store, plugin) = self.acquire(pre, env, limits, (tenant, via), pool).await?;
             stderr.set(&store);
-            let listener: &listener::Guest = plugin.switchboard_plugin_listener();
-            if connected {
-                listener.call_on_connect(&mut store, session).await?;
-            } else {
-                listener.call_on_disconnect(&mut store, session).await?;
-            }
+            plugin.on_lifecycle(&mut store, session, connected).await?;
             if let Some(pool) = pool {
                 pool.put(store, plugin);
             }
@@ -268,7 +276,7 @@ async fn within<T>(
 /// instance per call for speed: a plugin in a pool sees memory left by its earlier calls. The
 /// pool holds at most `capacity` idle instances; more concurrent calls instantiate fresh ones.
 pub(crate) struct InstancePool {
-    idle: parking_lot::Mutex<Vec<(Store<CallState>, Plugin)>>,
+    idle: parking_lot::Mutex<Vec<(Store<CallState>, Instance)>>,
     capacity: usize,
 }
 
@@ -281,11 +289,11 @@ impl InstancePool {
         }
     }
 
-    fn take(&self) -> Option<(Store<CallState>, Plugin)> {
+    fn take(&self) -> Option<(Store<CallState>, Instance)> {
         self.idle.lock().pop()
     }
 
-    fn put(&self, store: Store<CallState>, plugin: Plugin) {
+    fn put(&self, store: Store<CallState>, plugin: Instance) {
         let mut idle = self.idle.lock();
         if idle.len() < self.capacity {
             idle.push((store, plugin));

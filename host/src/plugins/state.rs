@@ -7,13 +7,19 @@ use parking_lot::Mutex;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::{limiter::MemoryBudget, sidecar::Capabilities, stderr::StderrTail};
+use super::{kv::StateStore, limiter::MemoryBudget, sidecar::Capabilities, stderr::StderrTail};
 use crate::{delivery::Hub, rate::TokenBucket};
 
 /// What the host imports of one plugin can reach. Shared by every call of that plugin.
 pub(crate) struct PluginEnv {
     /// `name@version`, for logs and fault reports.
     pub label: String,
+    /// The plugin's name, the `plugin` label of its metrics.
+    pub name: String,
+    /// Whose key-value entries the plugin reaches: its own, by name.
+    pub namespace: Arc<str>,
+    /// Where key-value state lives.
+    pub state: Arc<StateStore>,
     /// What the operator granted.
     pub capabilities: Capabilities,
     /// Values for `config.get`: this plugin's own, never another's.
@@ -29,7 +35,7 @@ pub(crate) struct PluginEnv {
 }
 
 /// The data of one call's `Store`.
-pub struct CallState {
+pub(crate) struct CallState {
     pub(super) wasi: WasiCtx,
     pub(super) table: ResourceTable,
     /// The memory cap, across all the instance's memories.
