@@ -329,6 +329,7 @@ async fn ruoyi_plus_topics_reach_the_listed_users() {
     assert_eq!(sse_received(&mut sse7, "1").await, Vec::<String>::new());
     assert_eq!(sse_received(&mut sse8, "1").await, Vec::<String>::new());
     assert_eq!(sse_received(&mut sse5, "1").await, Vec::<String>::new());
+    assert_eq!(received_text(&mut ws7, "1").await, Vec::<String>::new());
 
     // SseMessageUtils.publishMessage(userIds [7]).
     let published = java
@@ -345,6 +346,7 @@ async fn ruoyi_plus_topics_reach_the_listed_users() {
     assert_eq!(received_text(&mut ws5, "2").await, Vec::<String>::new());
     assert_eq!(received_text(&mut ws6, "2").await, Vec::<String>::new());
     assert_eq!(received_text(&mut ws7, "2").await, Vec::<String>::new());
+    assert_eq!(sse_received(&mut sse5, "2").await, Vec::<String>::new());
 
     // A list of several users, then WebSocketUtils.publishAll (no list): everyone.
     java.run(&["ruoyi-ws", &port, "app", "5,6", "both"]).await;
