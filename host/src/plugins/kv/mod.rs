@@ -7,7 +7,7 @@
 //! - `host`: the WIT imports on a call's store, turning every failure into an error value;
 //!   [`handle`]: the bucket and compare-and-swap handles they give out.
 //!
-//! Every entry lives in a [`Space`]: the plugin's namespace (its name), the tenant of the
+//! Every entry lives in a `Space`: the plugin's namespace (its name), the tenant of the
 //! session being handled, and the bucket the plugin opened. A plugin cannot name another
 //! plugin's or another tenant's entries. Quotas (`[plugins] state_max_keys`,
 //! `state_max_bytes`) count every entry of a namespace, all tenants and buckets together.
