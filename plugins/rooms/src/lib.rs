@@ -55,7 +55,12 @@ fn members_prefix(room: &str) -> String {
 }
 
 fn member_key(room: &str, user: &UserRef) -> String {
-    format!("{}{}:{}", members_prefix(room), user.user_type, user.user_id)
+    format!(
+        "{}{}:{}",
+        members_prefix(room),
+        user.user_type,
+        user.user_id
+    )
 }
 
 /// The user a member key (without its room prefix) names.

@@ -56,7 +56,11 @@ fn run(r: &Request) -> Result<Value> {
         "set" => {
             let value = r.value.clone().unwrap_or_default();
             match r.ttl_ms {
-                Some(ms) => state.set_with_ttl(&r.key, value.as_bytes(), std::time::Duration::from_millis(ms))?,
+                Some(ms) => state.set_with_ttl(
+                    &r.key,
+                    value.as_bytes(),
+                    std::time::Duration::from_millis(ms),
+                )?,
                 None => state.set(&r.key, value.as_bytes())?,
             }
             Value::Null
@@ -70,12 +74,15 @@ fn run(r: &Request) -> Result<Value> {
         "list" => json!(state.keys_with_prefix(&r.prefix, 100_000)?),
         "cas" => {
             let to = r.to.clone().unwrap_or_default();
-            let cas = atomics::Cas::new(state.bucket(), &r.key).map_err(|e| Error::other(format!("{e:?}")))?;
+            let cas = atomics::Cas::new(state.bucket(), &r.key)
+                .map_err(|e| Error::other(format!("{e:?}")))?;
             state.set(&r.key, b"overtaken")?;
             let first = match atomics::swap(cas, to.as_bytes()) {
                 Ok(()) => "ok".to_owned(),
                 Err(atomics::CasError::CasFailed(retry)) => {
-                    let seen = retry.current().map_err(|e| Error::other(format!("{e:?}")))?;
+                    let seen = retry
+                        .current()
+                        .map_err(|e| Error::other(format!("{e:?}")))?;
                     if seen.as_deref() != Some(b"overtaken".as_slice()) {
                         return Err(Error::other("the retry handle does not hold the new value"));
                     }
@@ -90,12 +97,20 @@ fn run(r: &Request) -> Result<Value> {
             json!({ "first": first })
         }
         "batch" => {
-            let pairs: Vec<(String, Vec<u8>)> =
-                r.pairs.iter().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+            let pairs: Vec<(String, Vec<u8>)> = r
+                .pairs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
+                .collect();
             batch::set_many(state.bucket(), &pairs).map_err(|e| Error::other(format!("{e:?}")))?;
             let keys: Vec<String> = r.pairs.iter().map(|(k, _)| k.clone()).collect();
-            let got = batch::get_many(state.bucket(), &keys).map_err(|e| Error::other(format!("{e:?}")))?;
-            json!(got.into_iter().map(|kv| kv.map(|(_, v)| text(v))).collect::<Vec<_>>())
+            let got = batch::get_many(state.bucket(), &keys)
+                .map_err(|e| Error::other(format!("{e:?}")))?;
+            json!(
+                got.into_iter()
+                    .map(|kv| kv.map(|(_, v)| text(v)))
+                    .collect::<Vec<_>>()
+            )
         }
         "fill" => {
             let value = vec![b'x'; r.size];
