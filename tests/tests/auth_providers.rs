@@ -2,7 +2,7 @@
 //! Sa-Token write them, a real HTTP server answering like yudao's `check-token`, Sa-Token
 //! jwt-simple tokens without `exp`; sessions that end with their credentials (4003, 4004) and
 //! stay refused; back ends that are down (503, other endpoints keep serving); both front
-//! ends' providers on one host.
+//! ends' providers on one host; an identity provider's JWKS picked by `kid`.
 
 use std::{
     collections::HashSet,
@@ -17,7 +17,7 @@ use axum::{
     Json, Router,
     extract::{Query, State},
     http::HeaderMap,
-    routing::post,
+    routing::{get, post},
 };
 use base64::Engine as _;
 use parking_lot::Mutex;
@@ -477,4 +477,97 @@ async fn an_expired_jwt_session_closes_with_4003() {
         .unwrap()
             >= 1.0
     );
+}
+
+/// The test-only EC keys and the JWKS publishing both (host/tests/fixtures/jwks).
+fn fixture(name: &str) -> String {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../host/tests/fixtures/jwks/");
+    std::fs::read_to_string(format!("{dir}{name}")).unwrap()
+}
+
+fn sso_token(pem: &str, kid: &str, user_id: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let claims = json!({"sub": user_id, "user_type": 2, "exp": now() + 600});
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(fixture(pem).as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+#[tokio::test]
+async fn tokens_of_an_identity_provider_verify_with_its_jwks_by_kid() {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let jwks = fixture("k1-k2.jwks.json");
+    let counted = fetches.clone();
+    let app = Router::new().route(
+        "/realms/main/protocol/openid-connect/certs",
+        get(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            jwks
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let idp = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dead = format!("http://127.0.0.1:{}/certs", free_port());
+    let host = TestHost::start_with(&[], move |c| {
+        let sso = |url: String| AuthConfig {
+            jwks_url: Some(url),
+            algorithms: vec!["ES256".into()],
+            http_timeout_ms: 500,
+            ..Default::default()
+        };
+        c.auth.providers.insert(
+            "sso".into(),
+            sso(format!(
+                "http://{idp}/realms/main/protocol/openid-connect/certs"
+            )),
+        );
+        c.auth.providers.insert("sso-down".into(), sso(dead));
+        c.endpoints = vec![
+            endpoint("/ws", TransportKind::Websocket, Profile::Native, "default"),
+            endpoint("/sso", TransportKind::Websocket, Profile::Native, "sso"),
+            endpoint(
+                "/sso-down",
+                TransportKind::Websocket,
+                Profile::Native,
+                "sso-down",
+            ),
+        ];
+    })
+    .await;
+    let url = |path: &str, token: &str| format!("{}?token={token}", host.ws_url(path));
+    for (pem, kid, user) in [("k1.pem", "k1", "11"), ("k2.pem", "k2", "12")] {
+        let mut c = Client::connect(&url("/sso", &sso_token(pem, kid, user)), &[])
+            .await
+            .unwrap();
+        let (status, _) = host
+            .push(json!({"to": {"user": {"user_type": 2, "user_id": user}},
+                         "type": "hello", "content": {"kid": kid}}))
+            .await;
+        assert_eq!(status, 202);
+        assert_eq!(c.expect("hello").await["kid"], json!(kid));
+    }
+    // Signed with k1 but naming k2; naming a key the set lacks.
+    for token in [
+        sso_token("k1.pem", "k2", "13"),
+        sso_token("k1.pem", "k9", "13"),
+    ] {
+        let (status, body) = refused(&url("/sso", &token)).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("invalid_token"))
+        );
+    }
+    assert_eq!(
+        fetches.load(Ordering::SeqCst),
+        2,
+        "one fetch, one for the unknown kid"
+    );
+    // An identity provider that cannot be reached: 503, and the other endpoints serve on.
+    let (status, body) = refused(&url("/sso-down", &sso_token("k1.pem", "k1", "14"))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("auth_unavailable"))
+    );
+    host.connect("15", 2, None).await;
 }

@@ -6,10 +6,18 @@
 //! valid token; a 2xx that does not, or a 4xx, is a refusal (401). A 5xx, a timeout, an
 //! unreachable back end or an answer that is not JSON makes the token uncheckable (503):
 //! the client did nothing wrong, and nothing is cached, so the next request asks again.
+//!
+//! Requests that present the same token while the back end is being asked about it wait for
+//! that one answer instead of asking too (a reconnect storm of one user costs one call).
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use parking_lot::Mutex;
 use serde_json::Value;
 
 use super::{AuthError, Verified, cache::AnswerCache, fields::Fields};
@@ -35,7 +43,14 @@ pub(super) struct Introspect {
     timeout: Duration,
     /// Answers by token.
     cache: AnswerCache,
+    /// Questions being asked, by token; at most `cache_size` (beyond that, requests ask
+    /// on their own).
+    asking: Mutex<HashMap<String, Arc<Asking>>>,
+    max_asking: usize,
 }
+
+/// The one answer that requests for a token wait for.
+type Asking = tokio::sync::OnceCell<Result<Verified, AuthError>>;
 
 impl Introspect {
     /// From a checked provider config.
@@ -75,6 +90,8 @@ impl Introspect {
                 Duration::from_secs(c.cache_ttl_secs),
                 Duration::from_secs(c.negative_cache_ttl_secs),
             ),
+            asking: Mutex::new(HashMap::new()),
+            max_asking: c.cache_size,
         })
     }
 
@@ -91,8 +108,29 @@ impl Introspect {
             return answer;
         }
         metrics::counter!("switchboard_auth_cache_total", "result" => "miss").increment(1);
-        let answer = self.ask(token, now).await;
-        self.cache.put(token, &answer, Instant::now(), now);
+        let asking = {
+            let mut asking = self.asking.lock();
+            if asking.len() < self.max_asking || asking.contains_key(token) {
+                Some(asking.entry(token.to_owned()).or_default().clone())
+            } else {
+                None
+            }
+        };
+        let ask = || async {
+            let answer = self.ask(token, now).await;
+            // Cached before the question is dropped, so no request in between asks again.
+            self.cache.put(token, &answer, Instant::now(), now);
+            answer
+        };
+        let Some(asking) = asking else {
+            return ask().await;
+        };
+        // If the request asking is dropped (its client left), a waiting one asks instead.
+        let answer = asking.get_or_init(ask).await.clone();
+        let mut map = self.asking.lock();
+        if map.get(token).is_some_and(|a| Arc::ptr_eq(a, &asking)) {
+            map.remove(token);
+        }
         answer
     }
 
@@ -163,5 +201,83 @@ impl Introspect {
             return Err(AuthError::Invalid("refused by the back end".into()));
         }
         self.fields.read(&json, now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::BTreeMap,
+        sync::atomic::{AtomicUsize, Ordering},
+    };
+
+    use axum::{Json, Router, extract::State, routing::post};
+
+    use super::*;
+    use crate::auth::fields::Expiry;
+
+    /// A back end that counts questions and answers each only once the test releases it.
+    #[derive(Clone, Default)]
+    struct Backend {
+        asked: Arc<AtomicUsize>,
+        release: Arc<tokio::sync::Notify>,
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn requests_for_one_token_share_one_question() {
+        let backend = Backend::default();
+        let app = Router::new()
+            .route(
+                "/check",
+                post(|State(b): State<Backend>| async move {
+                    b.asked.fetch_add(1, Ordering::SeqCst);
+                    b.release.notified().await;
+                    Json(serde_json::json!({"user_id": "1", "user_type": 2}))
+                }),
+            )
+            .with_state(backend.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/check", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = AuthConfig {
+            http_url: Some(url),
+            ..Default::default()
+        };
+        let fields = Fields {
+            user_id: "/user_id".into(),
+            user_type: "/user_type".into(),
+            tenant_id: String::new(),
+            expires: String::new(),
+            format: Expiry::Secs,
+            names: BTreeMap::new(),
+            default_user_type: None,
+        };
+        let introspect = Arc::new(Introspect::new(&config, fields).unwrap());
+        let checks: Vec<_> = (0..20)
+            .map(|_| {
+                let introspect = introspect.clone();
+                tokio::spawn(async move { introspect.check("t", 0, true).await })
+            })
+            .collect();
+        // Every request is waiting on the one question (the map's reference plus 20).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting = introspect
+                .asking
+                .lock()
+                .get("t")
+                .map_or(0, Arc::strong_count);
+            if waiting == 21 && backend.asked.load(Ordering::SeqCst) == 1 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "requests did not gather");
+            tokio::task::yield_now().await;
+        }
+        backend.release.notify_one();
+        for check in checks {
+            assert_eq!(&*check.await.unwrap().unwrap().principal.user_id, "1");
+        }
+        assert_eq!(backend.asked.load(Ordering::SeqCst), 1);
+        assert!(introspect.asking.lock().is_empty());
     }
 }

@@ -1,22 +1,32 @@
-//! JWT verification (static keys), the claims of a principal (including Sa-Token's
+//! JWT verification (static keys or a JWKS), the claims of a principal (including Sa-Token's
 //! `loginId` split and `clientid` binding), and signing dev tokens.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use anyhow::{Context as _, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
-use super::{AuthError, Principal, RequestInfo, Verified, now_secs};
+use super::{AuthError, Principal, RequestInfo, Verified, jwks::Jwks, now_secs};
 use crate::config::AuthConfig;
 
 /// Verifies tokens and signs dev tokens with the configured keys.
 pub struct Authenticator {
-    decoding: Option<DecodingKey>,
+    keys: Keys,
     encoding: Option<EncodingKey>,
     validation: Validation,
     sign_algorithm: Algorithm,
     config: AuthConfig,
+}
+
+/// What tokens are verified with.
+enum Keys {
+    /// Nothing: every token is refused.
+    None,
+    /// `jwt_secret` or `jwt_public_key_file`.
+    Static(DecodingKey),
+    /// `jwks_url`, by the token's `kid`.
+    Jwks(Jwks),
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -66,6 +76,17 @@ impl Authenticator {
             // used as an HMAC secret).
             bail!("auth.algorithms must all be of one family (HS*, RS*/PS* or ES*)");
         }
+        if let Some(url) = &config.jwks_url {
+            if fam == Family::Hmac {
+                bail!("auth.jwks_url needs RS*/PS*/ES*/EdDSA algorithms");
+            }
+            return Ok(Self::with_keys(
+                Keys::Jwks(Jwks::new(config, url)?),
+                None,
+                algorithms,
+                config,
+            ));
+        }
         let (decoding, encoding) = match (&config.jwt_secret, &config.jwt_public_key_file) {
             (Some(_), Some(_)) => {
                 bail!("set only one of auth.jwt_secret and auth.jwt_public_key_file")
@@ -111,6 +132,19 @@ impl Authenticator {
             }
             (None, None) => (None, None),
         };
+        let keys = decoding.map_or(Keys::None, Keys::Static);
+        Ok(Self::with_keys(keys, encoding, algorithms, config))
+    }
+
+    /// The verifier for `keys` (checked against the configured algorithms, the first of
+    /// which signs dev tokens).
+    fn with_keys(
+        keys: Keys,
+        encoding: Option<EncodingKey>,
+        algorithms: Vec<Algorithm>,
+        config: &AuthConfig,
+    ) -> Self {
+        let first = algorithms[0];
         let mut validation = Validation::new(first);
         validation.algorithms = algorithms;
         validation.leeway = config.leeway_secs;
@@ -135,28 +169,58 @@ impl Authenticator {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        Ok(Self {
-            decoding,
+        Self {
+            keys,
             encoding,
             validation,
             sign_algorithm: first,
             config: config.clone(),
-        })
+        }
     }
 
-    /// Verifies `token` and reads the principal from its claims.
+    /// Verifies `token` with a static key (`jwt_secret`, `jwt_public_key_file`) and reads the
+    /// principal from its claims. A JWKS provider needs [`Authenticator::verify_request`],
+    /// which may fetch keys.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        Ok(self.verify_claims(token)?.0)
+        let Keys::Static(key) = &self.keys else {
+            return Err(AuthError::Invalid(
+                "no verification key is configured".into(),
+            ));
+        };
+        Ok(self.verify_claims(token, key)?.0)
+    }
+
+    /// The key for `token`: the static one, or the JWKS key its header names.
+    async fn key_for(&self, token: &str) -> Result<Cow<'_, DecodingKey>, AuthError> {
+        match &self.keys {
+            Keys::None => Err(AuthError::Invalid(
+                "no verification key is configured".into(),
+            )),
+            Keys::Static(key) => Ok(Cow::Borrowed(key)),
+            Keys::Jwks(jwks) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|e| AuthError::Invalid(describe_jwt_error(&e)))?;
+                // Checked before any fetch: a token of a refused algorithm never makes the
+                // host ask the identity provider.
+                if !self.validation.algorithms.contains(&header.alg) {
+                    return Err(AuthError::Invalid("algorithm not allowed".into()));
+                }
+                jwks.key(header.kid.as_deref(), header.alg)
+                    .await
+                    .map(Cow::Owned)
+            }
+        }
     }
 
     /// Verifies `token`: the principal, its expiry, and the client id binding against the
     /// request.
-    pub fn verify_request(
+    pub async fn verify_request(
         &self,
         token: &str,
         request: &RequestInfo<'_>,
     ) -> Result<Verified, AuthError> {
-        let (principal, claims) = self.verify_claims(token)?;
+        let key = self.key_for(token).await?;
+        let (principal, claims) = self.verify_claims(token, &key)?;
         if let Some(claim) = &self.config.client_id_claim {
             let bound = claims.get(claim).and_then(scalar_string);
             let given = request.param(&self.config.client_id_param);
@@ -175,11 +239,11 @@ impl Authenticator {
         })
     }
 
-    fn verify_claims(&self, token: &str) -> Result<(Principal, Map<String, Value>), AuthError> {
-        let key = self
-            .decoding
-            .as_ref()
-            .ok_or_else(|| AuthError::Invalid("no verification key is configured".into()))?;
+    fn verify_claims(
+        &self,
+        token: &str,
+        key: &DecodingKey,
+    ) -> Result<(Principal, Map<String, Value>), AuthError> {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
             .map_err(|e| AuthError::Invalid(describe_jwt_error(&e)))?;
         // The library still accepts `exp + leeway` itself; the re-check closes a session at

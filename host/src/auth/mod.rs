@@ -2,6 +2,7 @@
 //!
 //! - `token`: where a request carries its token ([`find_token`]).
 //! - `jwt`: signed JWTs ([`Authenticator`]), and signing dev tokens.
+//! - `jwks`: an identity provider's published keys, fetched and picked by `kid`.
 //! - `fields`: reading a principal and an expiry out of a JSON value by JSON pointers.
 //! - `link`: a lazily connected Redis of a back end.
 //! - `lookup`: a token's JSON value in Redis (yudao's `oauth2_access_token:{token}`).
@@ -14,6 +15,7 @@
 mod cache;
 mod fields;
 mod introspect;
+mod jwks;
 mod jwt;
 mod link;
 mod liveness;

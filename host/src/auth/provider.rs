@@ -193,7 +193,7 @@ impl Provider {
     async fn verify(&self, token: &str, request: &RequestInfo<'_>) -> Result<Verified, AuthError> {
         let now = now_secs();
         let verified = match &self.source {
-            Source::Jwt(jwt) => jwt.verify_request(token, request)?,
+            Source::Jwt(jwt) => jwt.verify_request(token, request).await?,
             Source::Lookup { redis, http } => lookup(redis, http, token, now, true).await?,
         };
         if let Some(liveness) = &self.liveness {

@@ -24,6 +24,16 @@ pub struct AuthConfig {
     pub jwt_public_key_file: Option<PathBuf>,
     /// PEM private key matching `jwt_public_key_file`, only for `switchboard token`.
     pub jwt_private_key_file: Option<PathBuf>,
+    /// An identity provider's JWKS document (Keycloak, Auth0, ...) holding the public keys
+    /// (instead of `jwt_secret` or `jwt_public_key_file`); a token's `kid` picks its key.
+    pub jwks_url: Option<String>,
+    /// How long a fetched key set is used before it is fetched again, in seconds (10 to
+    /// 86400). A set that cannot be fetched again stays in use meanwhile.
+    pub jwks_refresh_secs: u64,
+    /// Fewest seconds between two fetches of the key set, however many tokens name a
+    /// `kid` it does not hold: unknown `kid`s cannot make the host hammer the identity
+    /// provider (1 to 3600).
+    pub jwks_min_refetch_secs: u64,
     /// Accepted algorithms; all must belong to one family (HS, RS/PS or ES).
     pub algorithms: Vec<String>,
     /// Required `iss`, if set: a token without it is refused.
@@ -97,7 +107,7 @@ pub struct AuthConfig {
     pub http_expires_pointer: String,
     /// `http`: how the expiry is written.
     pub http_expires_format: ExpiresFormat,
-    /// `http`: time for the whole call, in milliseconds (100 to 60000).
+    /// `http` (and `jwks_url`): time for the whole call, in milliseconds (100 to 60000).
     pub http_timeout_ms: u64,
     /// `http`: seconds a valid answer is reused (0 to 3600).
     pub cache_ttl_secs: u64,
@@ -124,6 +134,9 @@ impl Default for AuthConfig {
             jwt_secret: None,
             jwt_public_key_file: None,
             jwt_private_key_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 300,
+            jwks_min_refetch_secs: 30,
             algorithms: vec!["HS256".into()],
             issuer: None,
             audience: None,

@@ -16,7 +16,7 @@ pub(super) const MAX_NATS_URL_LEN: usize = 4096;
 const SECS_IN_A_DAY: u64 = 86_400;
 
 /// `key = value` must lie in `range`.
-fn in_range<T>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), Invalid>
+pub(super) fn in_range<T>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), Invalid>
 where
     T: PartialOrd + std::fmt::Display + Copy,
 {

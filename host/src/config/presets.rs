@@ -1,10 +1,9 @@
 //! Presets of known back ends, and the checks of every auth provider as it will run (preset
 //! applied). A preset only fills keys left at their defaults, so any key can still be set.
 
-use std::ops::RangeInclusive;
-
 use super::{
-    AuthConfig, EndpointConfig, ExpiresFormat, Invalid, Preset, ProviderKind, auth::parse_condition,
+    AuthConfig, EndpointConfig, ExpiresFormat, Invalid, Preset, ProviderKind,
+    auth::parse_condition, check::in_range,
 };
 
 /// Shortest `jwt_secret`, in bytes.
@@ -116,23 +115,6 @@ pub(super) fn check_endpoints(
     Ok(())
 }
 
-fn in_range<T>(key: &str, value: T, range: RangeInclusive<T>) -> Result<(), Invalid>
-where
-    T: PartialOrd + std::fmt::Display + Copy,
-{
-    if range.contains(&value) {
-        return Ok(());
-    }
-    Err(Invalid::new(
-        key,
-        format!(
-            "{value} is out of range; set it between {} and {}",
-            range.start(),
-            range.end()
-        ),
-    ))
-}
-
 /// One provider, preset applied. `is_default`: `[auth]`, which may have no key at all (then
 /// every token is refused and the host serves the API with API keys only).
 fn check(prefix: &str, provider: &AuthConfig, is_default: bool) -> Result<(), Invalid> {
@@ -152,6 +134,12 @@ fn check(prefix: &str, provider: &AuthConfig, is_default: bool) -> Result<(), In
         0..=3600,
     )?;
     in_range(&key("cache_size"), a.cache_size, 1..=1_000_000)?;
+    in_range(&key("jwks_refresh_secs"), a.jwks_refresh_secs, 10..=86_400)?;
+    in_range(
+        &key("jwks_min_refetch_secs"),
+        a.jwks_min_refetch_secs,
+        1..=3600,
+    )?;
     if let Some(url) = &a.redis_url
         && let Err(e) = redis::Client::open(url.as_str())
     {
@@ -313,6 +301,38 @@ fn http(prefix: &str, a: &AuthConfig) -> Result<(), Invalid> {
 /// Signing keys and claim names of a `jwt` provider.
 fn jwt(prefix: &str, a: &AuthConfig, is_default: bool) -> Result<(), Invalid> {
     let key = |k: &str| format!("{prefix}.{k}");
+    let keys = [
+        a.jwt_secret.is_some(),
+        a.jwt_public_key_file.is_some(),
+        a.jwks_url.is_some(),
+    ];
+    if keys.iter().filter(|k| **k).count() > 1 {
+        return Err(Invalid::new(
+            key("jwt_secret"),
+            format!(
+                "set only one of {prefix}.jwt_secret, {prefix}.jwt_public_key_file and \
+                 {prefix}.jwks_url (a secret for HS*, a public key or a JWKS for RS*/PS*/ES*)"
+            ),
+        ));
+    }
+    if let Some(url) = &a.jwks_url {
+        let parsed = reqwest::Url::parse(url);
+        if !parsed.is_ok_and(|u| matches!(u.scheme(), "http" | "https")) {
+            return Err(Invalid::new(
+                key("jwks_url"),
+                format!(
+                    "{url:?} is not an http(s) URL; write it like \
+                     https://sso.example.com/realms/main/protocol/openid-connect/certs"
+                ),
+            ));
+        }
+        if a.algorithms.iter().any(|alg| alg.starts_with("HS")) {
+            return Err(Invalid::new(
+                key("algorithms"),
+                "a JWKS holds public keys: name RS*, PS*, ES* or EdDSA algorithms, e.g. [\"RS256\"]",
+            ));
+        }
+    }
     if a.jwt_secret.is_some() && a.jwt_public_key_file.is_some() {
         return Err(Invalid::new(
             key("jwt_secret"),
@@ -328,10 +348,10 @@ fn jwt(prefix: &str, a: &AuthConfig, is_default: bool) -> Result<(), Invalid> {
             format!("needs {prefix}.jwt_public_key_file; set the matching public key too"),
         ));
     }
-    if !is_default && a.jwt_secret.is_none() && a.jwt_public_key_file.is_none() {
+    if !is_default && !keys.contains(&true) {
         return Err(Invalid::new(
             key("jwt_secret"),
-            "a jwt provider needs jwt_secret or jwt_public_key_file",
+            "a jwt provider needs jwt_secret, jwt_public_key_file or jwks_url",
         ));
     }
     if let Some(secret) = &a.jwt_secret
