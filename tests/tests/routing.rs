@@ -4,8 +4,9 @@
 
 use serde_json::json;
 use switchboard_tests::{
+    PATIENCE,
     cluster::{Fabric, Node},
-    metric,
+    eventually, metric,
 };
 
 /// (targeted, broadcast) publications `node` has received from the other nodes.
@@ -124,4 +125,97 @@ async fn broadcast_routing_sends_every_delivery_to_every_node() {
         .await;
     assert!(other.until_marker(1).await.is_empty());
     assert_eq!(received(&bystander).await, (0.0, 2.0));
+}
+
+/// CPU time (user + system) the process has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    at(11) + at(12)
+}
+
+/// Per-user chat on 2, 4 and 6 nodes, targeted and broadcast: the cross-node receptions (the
+/// traffic every node has to read) stay at one per message when targeted, and grow with the
+/// nodes when broadcast. Prints the table with the nodes' CPU time.
+#[tokio::test]
+async fn per_user_chat_traffic_stays_flat_with_more_nodes_when_targeted() {
+    const MESSAGES: usize = 300;
+    let fabric = Fabric::start("nats").await;
+    let mut table = Vec::new();
+    for nodes in [2usize, 4, 6] {
+        for routing in ["targeted", "broadcast"] {
+            let env = [("SWITCHBOARD_CLUSTER__ROUTING", routing)];
+            let mut cluster = Vec::new();
+            for i in 0..nodes {
+                cluster.push(
+                    fabric
+                        .node(&format!("s{nodes}{routing}{i}"), &[], &env)
+                        .await,
+                );
+            }
+            // One user per node; every node sees every user before the chat starts.
+            let mut users = Vec::new();
+            for (i, node) in cluster.iter().enumerate() {
+                users.push(node.connect(&format!("u{i}"), 1, None).await);
+            }
+            for node in &cluster {
+                for i in 0..nodes {
+                    node.wait_sees(1, &format!("u{i}"), None, 1).await;
+                }
+            }
+            let cpu_before: u64 = cluster.iter().map(|n| cpu_ticks(n.pid())).sum();
+            // Message k goes from node k to the user on the next node.
+            for k in 0..MESSAGES {
+                let from = &cluster[k % nodes];
+                let to = format!("u{}", (k + 1) % nodes);
+                let (status, _) = from
+                    .push(json!({"to": {"user": {"user_type": 1, "user_id": to}}, "type": "chat", "content": k}))
+                    .await;
+                assert_eq!(status, 202);
+            }
+            for (i, user) in users.iter_mut().enumerate() {
+                for _ in (0..MESSAGES).filter(|k| (k + 1) % nodes == i) {
+                    user.expect("chat").await;
+                }
+            }
+            let expected = match routing {
+                "targeted" => MESSAGES as f64,
+                _ => (MESSAGES * (nodes - 1)) as f64,
+            };
+            // The bystanders' copies may still be on their way.
+            let total = eventually(PATIENCE, "every copy to be counted", async || {
+                let mut total = 0.0;
+                for node in &cluster {
+                    let (targeted, broadcast) = received(node).await;
+                    total += targeted + broadcast;
+                }
+                (total >= expected).then_some(total)
+            })
+            .await;
+            let cpu = cluster.iter().map(|n| cpu_ticks(n.pid())).sum::<u64>() - cpu_before;
+            assert_eq!(total, expected, "{nodes} nodes, {routing}");
+            let received = total;
+            table.push(format!(
+                "| {nodes} | {routing} | {received} | {:.2} | {cpu} |",
+                received / MESSAGES as f64
+            ));
+        }
+    }
+    eprintln!(
+        "per-user chat over nats, {MESSAGES} messages, each to a user on another node:\n\
+         | nodes | routing | cross-node receptions | per message | nodes' CPU (ticks of 10 ms) |\n\
+         |---|---|---|---|---|\n{}",
+        table.join("\n")
+    );
 }

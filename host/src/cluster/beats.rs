@@ -116,8 +116,10 @@ pub(crate) struct BeatPresence {
     /// Set when a full snapshot should go out at the next round.
     full_wanted: AtomicBool,
     wake: Notify,
-    /// The publishing task; awaited on shutdown, after it has said this node leaves.
-    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancelled when the publishing task has ended, after it has said this node leaves;
+    /// awaited on shutdown (by the server, and by a broker that must keep its link up until
+    /// then).
+    left: CancellationToken,
 }
 
 impl std::fmt::Debug for BeatPresence {
@@ -173,27 +175,23 @@ impl BeatPresence {
             remotes: parking_lot::Mutex::new(HashMap::new()),
             full_wanted: AtomicBool::new(true),
             wake: Notify::new(),
-            task: parking_lot::Mutex::new(None),
+            left: CancellationToken::new(),
         });
         registry.track_user_changes();
         tokio::spawn(receive_loop(presence.clone(), beats, stop.clone()));
-        let task = tokio::spawn(sync_loop(
+        tokio::spawn(sync_loop(
             presence.clone(),
             registry.changes(),
             reconnected,
             stop,
         ));
-        *presence.task.lock() = Some(task);
         presence
     }
 
     /// Waits, at most three seconds, for the publishing task to say this node leaves and
     /// end; call after cancelling the `stop` token given to [`BeatPresence::start`].
     pub(crate) async fn leave_now(&self) {
-        let Some(task) = self.task.lock().take() else {
-            return;
-        };
-        if tokio::time::timeout(Duration::from_secs(3), task)
+        if tokio::time::timeout(Duration::from_secs(3), self.left.cancelled())
             .await
             .is_err()
         {
@@ -525,6 +523,7 @@ async fn sync_loop(
     ) {
         tracing::warn!("cluster presence: could not say this node leaves");
     }
+    presence.left.cancel();
 }
 
 #[cfg(test)]

@@ -111,8 +111,9 @@ pub(crate) struct RedisPresence {
     node_id: Arc<str>,
     ttl: Duration,
     registry: Arc<Registry>,
-    /// The writing task; awaited on shutdown, after it has removed this node's entries.
-    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancelled when the writing task has ended, after it has removed this node's entries;
+    /// awaited on shutdown.
+    left: CancellationToken,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -153,11 +154,10 @@ impl RedisPresence {
             node_id,
             ttl: ttl.max(Duration::from_secs(3)),
             registry: registry.clone(),
-            task: parking_lot::Mutex::new(None),
+            left: CancellationToken::new(),
         });
         registry.track_user_changes();
-        let task = tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
-        *presence.task.lock() = Some(task);
+        tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
         Ok(presence)
     }
 
@@ -231,10 +231,7 @@ impl RedisPresence {
     /// Waits, at most three seconds, for the writing task to remove this node's entries and
     /// end; call after cancelling the `stop` token given to [`RedisPresence::start`].
     pub(crate) async fn leave_now(&self) {
-        let Some(task) = self.task.lock().take() else {
-            return;
-        };
-        if tokio::time::timeout(Duration::from_secs(3), task)
+        if tokio::time::timeout(Duration::from_secs(3), self.left.cancelled())
             .await
             .is_err()
         {
@@ -513,4 +510,5 @@ async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: Can
     {
         tracing::warn!("cluster presence: could not remove this node's entries");
     }
+    presence.left.cancel();
 }

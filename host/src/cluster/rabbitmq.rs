@@ -234,7 +234,17 @@ pub(crate) fn start(
         channel,
         reconnected,
     };
-    tokio::spawn(link_loop(link, ends, router, health.clone(), stop));
+    // Presence says this node leaves through the link: the link closes after that.
+    let link_stop = CancellationToken::new();
+    tokio::spawn({
+        let (presence, link_stop) = (presence.clone(), link_stop.clone());
+        async move {
+            stop.cancelled().await;
+            presence.leave_now().await;
+            link_stop.cancel();
+        }
+    });
+    tokio::spawn(link_loop(link, ends, router, health.clone(), link_stop));
     Ok(Joined {
         broker: Arc::new(RabbitBroker { outbound, health }),
         inbound,
