@@ -251,15 +251,31 @@ impl Default for PluginsConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `local` (single node, nothing to install), `redis` or `nats`.
+    /// `local` (single node, nothing to install), `redis`, `nats` or `rabbitmq`.
     pub broker: BrokerKind,
-    /// Redis URL for the `redis` broker.
+    /// Redis URL for the `redis` broker, and for cluster presence with `presence = "redis"`.
     pub redis_url: String,
     /// NATS server URL for the `nats` broker (`nats://[user:password@]host[:port]`; several,
     /// comma-separated, for a NATS cluster).
     pub nats_url: String,
-    /// Cluster name; prefixes every Redis key and channel, and every NATS subject, so
-    /// clusters can share a server.
+    /// AMQP URL for the `rabbitmq` broker (`amqp://user:password@host[:port]/vhost`).
+    pub amqp_url: String,
+    /// Deliveries a node's RabbitMQ queue holds for it at most (1 to 1000000).
+    pub amqp_queue_max_length: u32,
+    /// What RabbitMQ does when a node's queue is full: `drop-head` (the node loses its oldest
+    /// deliveries; publishers never notice) or `reject-publish` (the publish is refused, and
+    /// the publisher's broker counts as down until its next probe).
+    pub amqp_overflow: AmqpOverflow,
+    /// Where cluster presence is kept: `broker` (Redis keys with the `redis` broker, heartbeats
+    /// over the `nats` and `rabbitmq` brokers) or `redis` (Redis keys at `redis_url`, with any
+    /// broker).
+    pub presence: PresenceKind,
+    /// `targeted`: a delivery to a session, a user or a list of users is published only to
+    /// the nodes that hold them (as cluster presence knows it); `broadcast`: every
+    /// delivery goes to every node.
+    pub routing: Routing,
+    /// Cluster name; prefixes every Redis key and channel, every NATS subject and every
+    /// RabbitMQ exchange and queue, so clusters can share a server.
     pub name: String,
     /// This node's id; generated at start when unset. 1 to 64 characters from
     /// `A-Z a-z 0-9 _ . -`.
@@ -279,6 +295,11 @@ impl Default for ClusterConfig {
             broker: BrokerKind::Local,
             redis_url: "redis://127.0.0.1:6379".into(),
             nats_url: "nats://127.0.0.1:4222".into(),
+            amqp_url: ingest::DEFAULT_AMQP_URL.into(),
+            amqp_queue_max_length: 10_000,
+            amqp_overflow: AmqpOverflow::DropHead,
+            presence: PresenceKind::Broker,
+            routing: Routing::Targeted,
             name: "switchboard".into(),
             node_id: None,
             presence_ttl_secs: 15,
@@ -297,6 +318,50 @@ pub enum BrokerKind {
     Redis,
     /// Core NATS subjects.
     Nats,
+    /// A RabbitMQ exchange with a queue per node.
+    Rabbitmq,
+}
+
+/// What RabbitMQ does with a delivery for a node whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AmqpOverflow {
+    /// Drops the queue's oldest delivery: a node that falls behind loses old messages, and
+    /// nobody else notices.
+    DropHead,
+    /// Refuses the publish: the publisher hears of it (`cluster: "dropped"` from then on,
+    /// until its next probe goes through).
+    RejectPublish,
+}
+
+impl AmqpOverflow {
+    /// The value of the queue argument `x-overflow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DropHead => "drop-head",
+            Self::RejectPublish => "reject-publish",
+        }
+    }
+}
+
+/// Where cluster presence is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceKind {
+    /// Through the broker: Redis keys (`redis`), heartbeats (`nats`, `rabbitmq`).
+    Broker,
+    /// Redis keys at `cluster.redis_url`, whatever the broker.
+    Redis,
+}
+
+/// Which nodes a delivery is published to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Deliveries to sessions and users go only to the nodes that hold them.
+    Targeted,
+    /// Every delivery goes to every node.
+    Broadcast,
 }
 
 /// `[[endpoints]]`

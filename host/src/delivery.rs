@@ -88,7 +88,8 @@ pub struct Hub {
     pub(crate) broker: Arc<dyn Broker>,
     /// This node's id; session ids start with it.
     pub node_id: Arc<str>,
-    /// Cluster-wide presence (Redis or NATS broker); `None`: this node's registry answers alone.
+    /// Cluster-wide presence (any broker but `local`); `None`: this node's registry answers
+    /// alone.
     pub(crate) presence: Option<Arc<ClusterPresence>>,
 }
 
@@ -137,13 +138,13 @@ impl Hub {
         registry: Arc<Registry>,
         broker: Arc<dyn Broker>,
         node_id: Arc<str>,
-        presence: ClusterPresence,
+        presence: Arc<ClusterPresence>,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry,
             broker,
             node_id,
-            presence: Some(Arc::new(presence)),
+            presence: Some(presence),
         })
     }
 

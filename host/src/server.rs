@@ -12,8 +12,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use crate::{
     api,
     auth::Providers,
-    cluster::{self, presence::ClusterPresence},
-    config::{BrokerKind, Config, TransportKind},
+    cluster,
+    config::{Config, TransportKind},
     delivery::Hub,
     plugins::PluginHost,
     sessions::Registry,
@@ -92,42 +92,19 @@ pub async fn run(
     // Every early return below (`?`) drops this and so stops the cluster tasks: a failed
     // start leaves nothing running and no presence behind.
     let cluster_guard = cluster_stop.clone().drop_guard();
-    let (hub, inbound) = match config.cluster.broker {
-        BrokerKind::Local => (Hub::single_node(registry, node_id.clone()), None),
-        BrokerKind::Redis => {
-            let client = redis::Client::open(config.cluster.redis_url.as_str())
-                .context("cluster.redis_url")?;
-            let (broker, inbound) = cluster::redis::RedisBroker::start(
-                client.clone(),
-                &config.cluster.name,
-                node_id.clone(),
-                Duration::from_millis(config.cluster.health_interval_ms),
-                cluster_stop.clone(),
-            )?;
-            let presence = cluster::presence::RedisPresence::start(
-                &client,
-                &config.cluster.name,
-                node_id.clone(),
-                Duration::from_secs(config.cluster.presence_ttl_secs),
-                registry.clone(),
-                cluster_stop.clone(),
-            )?;
-            let presence = ClusterPresence::Redis(presence);
-            let hub = Hub::clustered(registry, broker, node_id.clone(), presence);
-            (hub, Some(inbound))
-        }
-        BrokerKind::Nats => {
-            let (broker, inbound, presence) = cluster::nats::start(
-                &config.cluster,
-                node_id.clone(),
-                registry.clone(),
-                cluster_stop.clone(),
-            )
-            .await?;
-            let presence = ClusterPresence::Nats(presence);
-            let hub = Hub::clustered(registry, broker, node_id.clone(), presence);
-            (hub, Some(inbound))
-        }
+    let joined = cluster::join(
+        &config.cluster,
+        node_id.clone(),
+        registry.clone(),
+        cluster_stop.clone(),
+    )
+    .await?;
+    let (hub, inbound) = match joined {
+        None => (Hub::single_node(registry, node_id.clone()), None),
+        Some(j) => (
+            Hub::clustered(registry, j.broker, node_id.clone(), j.presence),
+            Some(j.inbound),
+        ),
     };
     if let Some(mut inbound) = inbound {
         let hub = hub.clone();

@@ -63,7 +63,27 @@ const LABELLED_COUNTERS: &[(&str, &str, &str, &[&str])] = &[
         "switchboard_messages_dropped_total",
         "Messages dropped, by reason.",
         "reason",
-        &["slow_consumer", "broker_down", "inbound_full"],
+        &[
+            "slow_consumer",
+            "broker_down",
+            "broker_refused",
+            "inbound_full",
+        ],
+    ),
+    (
+        "switchboard_cluster_routed_total",
+        "This node's publications to the other nodes, by route: `broadcast` (every node), \
+         `targeted` (only the nodes that hold the sessions or users), `nowhere` (no other node \
+         holds them: nothing published).",
+        "route",
+        &["broadcast", "targeted", "nowhere"],
+    ),
+    (
+        "switchboard_cluster_received_total",
+        "Publications from other nodes this node received, by channel: `broadcast` (every \
+         node's) or `targeted` (this node's own).",
+        "route",
+        &["broadcast", "targeted"],
     ),
     (
         "switchboard_auth_total",

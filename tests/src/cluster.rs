@@ -1,5 +1,7 @@
 //! Real processes for cluster tests: a `redis-server` or `nats-server` of the test's own on a
-//! free port, and `switchboard serve` processes joined through it.
+//! free port, or the machine's RabbitMQ (a cluster name of the test's own, reached directly or
+//! through a [`crate::proxy::Proxy`] the test can cut), and `switchboard serve` processes
+//! joined through it.
 
 use std::{
     net::SocketAddr,
@@ -248,6 +250,94 @@ impl NatsServer {
     }
 }
 
+/// The machine's RabbitMQ, which the tests cannot restart: 127.0.0.1:5672, guest/guest.
+pub const RABBITMQ: &str = "127.0.0.1:5672";
+
+/// Fails the test unless RabbitMQ accepts connections on [`RABBITMQ`]; true, so callers read
+/// as a precondition.
+pub fn require_rabbitmq() -> bool {
+    assert!(
+        std::net::TcpStream::connect(RABBITMQ).is_ok(),
+        "no RabbitMQ on {RABBITMQ}: the end-to-end tier needs scripts/setup.sh, which installs one"
+    );
+    true
+}
+
+/// A cluster of the test's own on RabbitMQ: its own exchanges and queues under a unique
+/// cluster name, so tests running at once never see each other's deliveries.
+#[derive(Debug, Clone)]
+pub struct Rabbit {
+    /// `amqp://guest:guest@host:port/%2f`.
+    pub url: String,
+    /// The cluster name every node of the test uses.
+    pub name: String,
+}
+
+impl Rabbit {
+    /// The machine's RabbitMQ, directly.
+    pub fn direct() -> Self {
+        Self::at(RABBITMQ)
+    }
+
+    /// RabbitMQ reached at `addr` (a proxy in front of it).
+    pub fn at(addr: &str) -> Self {
+        let unique = format!(
+            "t{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+                % 1_000_000_000
+        );
+        Self {
+            url: format!("amqp://guest:guest@{addr}/%2f"),
+            name: unique,
+        }
+    }
+}
+
+/// A broker a cluster test runs on, to start nodes joined through it.
+#[derive(Debug)]
+pub enum Fabric {
+    /// A `redis-server` of the test's own.
+    Redis(RedisServer),
+    /// A `nats-server` of the test's own.
+    Nats(NatsServer),
+    /// The machine's RabbitMQ, under a cluster name of the test's own.
+    Rabbitmq(Rabbit),
+}
+
+impl Fabric {
+    /// Starts the broker (a name on RabbitMQ) named `broker`: `redis`, `nats` or `rabbitmq`.
+    pub async fn start(broker: &str) -> Self {
+        match broker {
+            "redis" => {
+                require_redis();
+                Self::Redis(RedisServer::start().await)
+            }
+            "nats" => {
+                require_nats();
+                Self::Nats(NatsServer::start().await)
+            }
+            "rabbitmq" => {
+                require_rabbitmq();
+                Self::Rabbitmq(Rabbit::direct())
+            }
+            other => panic!("no broker {other}"),
+        }
+    }
+
+    /// Starts a node joined through this broker with the named guests, and waits until ready.
+    pub async fn node(&self, node_id: &str, plugins: &[&str], env: &[(&str, &str)]) -> Node {
+        match self {
+            Self::Redis(r) => Node::start(node_id, &r.url(), plugins, env).await,
+            Self::Nats(n) => Node::start_nats(node_id, &n.url(), plugins, env).await,
+            Self::Rabbitmq(r) => Node::start_rabbitmq(node_id, r, plugins, env).await,
+        }
+    }
+}
+
 /// The `switchboard` binary, built once per test process.
 pub fn host_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -325,6 +415,32 @@ impl Node {
         env.push(("SWITCHBOARD_CLUSTER__BROKER", "nats"));
         env.push(("SWITCHBOARD_CLUSTER__NATS_URL", nats_url));
         Self::start(node_id, "redis://127.0.0.1:1", plugins, &env).await
+    }
+
+    /// Starts a node joined through RabbitMQ with the named guests, and waits until ready.
+    pub async fn start_rabbitmq(
+        node_id: &str,
+        rabbit: &Rabbit,
+        plugins: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let node = Self::spawn_rabbitmq(node_id, rabbit, plugins, env);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts a node joined through RabbitMQ without waiting for it to be ready.
+    pub fn spawn_rabbitmq(
+        node_id: &str,
+        rabbit: &Rabbit,
+        plugins: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut env = env.to_vec();
+        env.push(("SWITCHBOARD_CLUSTER__BROKER", "rabbitmq"));
+        env.push(("SWITCHBOARD_CLUSTER__AMQP_URL", &rabbit.url));
+        env.push(("SWITCHBOARD_CLUSTER__NAME", &rabbit.name));
+        Self::spawn(node_id, "redis://127.0.0.1:1", plugins, &env)
     }
 
     /// Starts a node joined to `redis_url` with the named guests, and waits until ready.
@@ -467,6 +583,40 @@ impl Node {
         })
         .await;
         started.elapsed()
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Waits until this node's cluster presence counts `sessions` sessions of the user
+    /// (`tenant` `None`: every tenant): from then on, targeted deliveries from this node reach
+    /// them.
+    pub async fn wait_sees(
+        &self,
+        user_type: u32,
+        user_id: &str,
+        tenant: Option<&str>,
+        sessions: u64,
+    ) {
+        let path = match tenant {
+            Some(t) => format!("/api/v1/presence/users/{user_type}/{user_id}?tenant_id={t}"),
+            None => format!("/api/v1/presence/users/{user_type}/{user_id}"),
+        };
+        let what = format!(
+            "{} to see {sessions} sessions of user {user_id}",
+            self.node_id
+        );
+        eventually(PATIENCE, &what, async || {
+            let (_, body) = self.get(&path).await;
+            (body["sessions"] == sessions).then_some(())
+        })
+        .await;
     }
 
     /// SIGKILL: the node gets no chance to clean up.

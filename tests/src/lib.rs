@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod guests;
 pub mod host;
 pub mod java;
+pub mod proxy;
 pub mod sse;
 
 use std::time::Duration;

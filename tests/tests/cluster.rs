@@ -22,6 +22,8 @@ async fn delivery_crosses_nodes_exactly_once_within_tenants() {
     let mut bob = n2.connect("2", 2, Some("t1")).await;
     let mut bob_again = n1.connect("2", 2, Some("t1")).await;
     let mut stranger = n2.connect("3", 2, Some("t2")).await;
+    // Targeted routing finds bob on n2 once n1's presence has him.
+    n1.wait_sees(2, "2", Some("t1"), 2).await;
 
     // A plugin on n1 reaches a user on n2 (and the same user's session on n1), once each.
     let started = Instant::now();
@@ -152,6 +154,7 @@ async fn redis_restart_local_delivery_continues_and_cross_node_resumes() {
     let n2 = Node::start("r2", &redis.url(), &["echo"], &[]).await;
     let mut local = n1.connect("1", 1, None).await;
     let mut remote = n2.connect("2", 1, None).await;
+    n1.wait_sees(1, "2", None, 1).await;
     let to_remote =
         json!({"to": {"user": {"user_type": 1, "user_id": "2"}}, "type": "x", "content": "before"});
     n1.push(to_remote.clone()).await;

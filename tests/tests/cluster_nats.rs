@@ -25,6 +25,8 @@ async fn nats_delivery_crosses_nodes_exactly_once_within_tenants() {
     let mut bob = n2.connect("2", 2, Some("t1")).await;
     let mut bob_again = n1.connect("2", 2, Some("t1")).await;
     let mut stranger = n2.connect("3", 2, Some("t2")).await;
+    // Targeted routing finds bob on n2 once n1's presence has him.
+    n1.wait_sees(2, "2", Some("t1"), 2).await;
 
     // A plugin on n1 reaches a user on n2 (and the same user's session on n1), once each.
     let started = Instant::now();
@@ -231,15 +233,11 @@ async fn nats_restart_local_delivery_continues_and_cross_node_resumes() {
     let n2 = Node::start_nats("r2", &nats.url(), &["echo"], &[]).await;
     let mut local = n1.connect("1", 1, None).await;
     let mut remote = n2.connect("2", 1, None).await;
+    n1.wait_sees(1, "2", None, 1).await;
     let to_remote =
         json!({"to": {"user": {"user_type": 1, "user_id": "2"}}, "type": "x", "content": "before"});
     n1.push(to_remote.clone()).await;
     assert_eq!(remote.expect("x").await, json!("before"));
-    eventually(PATIENCE, "n1 to see the user on n2", async || {
-        let (_, body) = n1.get("/api/v1/presence/users/1/2").await;
-        (body["sessions"] == json!(1)).then_some(())
-    })
-    .await;
 
     nats.kill();
     let killed = Instant::now();
@@ -359,6 +357,7 @@ async fn nats_that_stops_answering_marks_the_broker_down_until_it_answers_again(
     let n1 = Node::start_nats("s1", &nats.url(), &["echo"], &[]).await;
     let n2 = Node::start_nats("s2", &nats.url(), &["echo"], &[]).await;
     let mut remote = n2.connect("2", 1, None).await;
+    n1.wait_sees(1, "2", None, 1).await;
 
     // Stopped, not killed: connections stay open, nothing is answered.
     nats.signal("STOP");

@@ -373,6 +373,7 @@ async fn redis_killed_under_load_loses_only_what_was_in_flight_and_recovers() {
     let n2 = Node::start("q2", &redis.url(), &["echo"], &[]).await;
     let mut local = n1.connect("l", 1, None).await;
     let mut remote = n2.connect("r", 1, None).await;
+    n1.wait_sees(1, "r", None, 1).await;
 
     // One pusher on n1 alternates a push to the local user and one to the remote user, and
     // records what n1 said of each remote push.

@@ -42,6 +42,8 @@ async fn members_on_two_nodes_hear_the_room_and_no_one_else_does() {
     let mut two = b.connect("2", 2, Some("t1")).await;
     let mut outsider = b.connect("3", 2, Some("t1")).await;
     let mut other_tenant = a.connect("2", 2, Some("t2")).await;
+    // Room messages are targeted at the members' nodes, once presence has them.
+    b.wait_sees(2, "1", Some("t1"), 1).await;
     join(&mut one, "r1").await;
     join(&mut two, "r1").await;
     // Same user id and room in another tenant: another room.

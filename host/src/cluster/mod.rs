@@ -4,20 +4,36 @@
 //! - `health`: the link state every broker reports (`/readyz`, `switchboard_broker_up`).
 //! - [`redis`]: Redis pub/sub between nodes.
 //! - [`nats`]: core NATS subjects between nodes.
-//! - [`presence`]: cluster-wide presence, kept in Redis or exchanged over NATS
-//!   ([`nats_presence`]).
+//! - [`rabbitmq`]: a RabbitMQ exchange with a queue per node.
+//! - [`route`]: targeted routing, the one decision every broker follows: a delivery to
+//!   sessions or users goes only to the nodes that hold them, on each node's own channel.
+//! - [`presence`]: cluster-wide presence, kept in Redis or exchanged in heartbeats over NATS
+//!   or RabbitMQ ([`beats`]).
+//!
+//! Every broker has a broadcast channel that every node reads and a channel per node; each
+//! node counts what it receives on either in `switchboard_cluster_received_total{route}`.
 
+pub(crate) mod beats;
 mod health;
 pub(crate) mod local;
 pub(crate) mod nats;
-pub(crate) mod nats_presence;
 pub(crate) mod presence;
+pub(crate) mod rabbitmq;
 pub(crate) mod redis;
+pub(crate) mod route;
 
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use self::{presence::ClusterPresence, route::Router};
 use crate::{
+    config::{BrokerKind, ClusterConfig, PresenceKind, Routing},
+    sessions::Registry,
     target::{Scope, Target},
     via::Via,
 };
@@ -65,4 +81,109 @@ pub(crate) trait Broker: Send + Sync + 'static {
     fn state(&self) -> BrokerState;
     /// Broker name for logs and `/healthz`.
     fn name(&self) -> &'static str;
+}
+
+/// A node joined to the others.
+pub(crate) struct Joined {
+    /// Carries this node's deliveries to the others.
+    pub broker: Arc<dyn Broker>,
+    /// Publications from the other nodes, for local delivery.
+    pub inbound: mpsc::Receiver<Publication>,
+    /// Who is connected where.
+    pub presence: Arc<ClusterPresence>,
+}
+
+/// Joins the cluster `config` names through its broker; `None` for the local broker. The
+/// broker's and presence's tasks end when `stop` is cancelled.
+pub(crate) async fn join(
+    config: &ClusterConfig,
+    node_id: Arc<str>,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+) -> anyhow::Result<Option<Joined>> {
+    let redis_presence =
+        config.broker == BrokerKind::Redis || config.presence == PresenceKind::Redis;
+    let presence = if redis_presence && config.broker != BrokerKind::Local {
+        let client =
+            ::redis::Client::open(config.redis_url.as_str()).context("cluster.redis_url")?;
+        let presence = presence::RedisPresence::start(
+            &client,
+            &config.name,
+            node_id.clone(),
+            Duration::from_secs(config.presence_ttl_secs),
+            registry.clone(),
+            stop.clone(),
+        )?;
+        Some(Arc::new(ClusterPresence::Redis(presence)))
+    } else {
+        None
+    };
+    let targeted = config.routing == Routing::Targeted;
+    let router = |presence: &Arc<ClusterPresence>| {
+        Arc::new(Router::new(node_id.clone(), presence.clone(), targeted))
+    };
+    let joined = match config.broker {
+        BrokerKind::Local => return Ok(None),
+        BrokerKind::Redis => {
+            let client =
+                ::redis::Client::open(config.redis_url.as_str()).context("cluster.redis_url")?;
+            let presence = presence.context("the redis broker keeps presence in redis")?;
+            let (broker, inbound) = redis::RedisBroker::start(
+                client,
+                &config.name,
+                node_id.clone(),
+                Duration::from_millis(config.health_interval_ms),
+                router(&presence),
+                stop,
+            )?;
+            Joined {
+                broker,
+                inbound,
+                presence,
+            }
+        }
+        BrokerKind::Nats => {
+            nats::start(config, node_id.clone(), registry, presence, targeted, stop).await?
+        }
+        BrokerKind::Rabbitmq => {
+            rabbitmq::start(config, node_id.clone(), registry, presence, targeted, stop)?
+        }
+    };
+    Ok(Some(joined))
+}
+
+/// Reads a publication that came over the wire; `None` for this node's own (it delivered
+/// them when it published) and for unreadable ones (logged). Counts it in
+/// `switchboard_cluster_received_total`, by the channel it came on.
+pub(super) fn incoming(
+    payload: &[u8],
+    node_id: &str,
+    on_own_channel: bool,
+    broker: &str,
+) -> Option<Publication> {
+    match serde_json::from_slice::<Publication>(payload) {
+        Ok(p) if *p.origin == *node_id => None,
+        Ok(p) => {
+            let route = if on_own_channel {
+                "targeted"
+            } else {
+                "broadcast"
+            };
+            metrics::counter!("switchboard_cluster_received_total", "route" => route).increment(1);
+            Some(p)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "{broker} broker: ignoring an unreadable publication");
+            None
+        }
+    }
+}
+
+/// Hands a publication from another node to local delivery without waiting; counts it
+/// dropped when local delivery is that far behind.
+pub(super) fn forward(inbound: &mpsc::Sender<Publication>, p: Publication) {
+    if inbound.try_send(p).is_err() {
+        metrics::counter!("switchboard_messages_dropped_total", "reason" => "inbound_full")
+            .increment(1);
+    }
 }

@@ -1,6 +1,8 @@
-//! The NATS broker: deliveries travel between nodes over core NATS (no JetStream), on the
-//! subject `<cluster name>.deliveries`; cluster presence goes over `<cluster name>.presence`
-//! (see [`super::nats_presence`]).
+//! The NATS broker: deliveries travel between nodes over core NATS (no JetStream), broadcasts
+//! on the subject `<cluster name>.deliveries` (every node subscribes) and targeted deliveries
+//! on `<cluster name>.node.<node id>` (that node only; see [`super::route`]); cluster presence
+//! goes in heartbeats over `<cluster name>.presence` (see [`super::beats`]), or in Redis with
+//! `cluster.presence = "redis"`.
 //!
 //! Delivery is at most once, as with Redis. `publish` never waits: publications go through a
 //! bounded queue to a publisher task; when the queue is full or NATS is unreachable they are
@@ -22,9 +24,11 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Broker, BrokerState, Publication,
+    Broker, BrokerState, Joined, Publication,
+    beats::{BeatPresence, Wire},
     health::{COMMAND_TIMEOUT, Health},
-    nats_presence::NatsPresence,
+    presence::ClusterPresence,
+    route::{Route, Router},
 };
 use crate::{config::ClusterConfig, sessions::Registry};
 
@@ -58,23 +62,39 @@ impl std::fmt::Debug for NatsBroker {
     }
 }
 
-/// What [`start`] gives the server: the broker, the publications from other nodes, and
-/// cluster presence.
-pub(crate) type Started = (
-    Arc<NatsBroker>,
-    mpsc::Receiver<Publication>,
-    Arc<NatsPresence>,
-);
+/// Heartbeats of cluster presence on `<cluster name>.presence`.
+struct NatsWire {
+    client: async_nats::Client,
+    subject: String,
+}
+
+impl Wire for NatsWire {
+    fn send(&self, payload: Vec<u8>) -> futures_util::future::BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move {
+            self.client
+                .publish(self.subject.clone(), payload.into())
+                .await?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> futures_util::future::BoxFuture<'_, anyhow::Result<()>> {
+        Box::pin(async move { Ok(self.client.flush().await?) })
+    }
+}
 
 /// Connects to `cluster.nats_url` in the background (a NATS that is not there yet is retried,
 /// like one that goes away later) and starts the publisher, subscriber, probe and presence
-/// tasks; they end when `stop` is cancelled.
+/// tasks; they end when `stop` is cancelled. `presence` is Redis's when configured; without
+/// it the nodes exchange heartbeats over NATS.
 pub(crate) async fn start(
     cluster: &ClusterConfig,
     node_id: Arc<str>,
     registry: Arc<Registry>,
+    presence: Option<Arc<ClusterPresence>>,
+    targeted: bool,
     stop: CancellationToken,
-) -> anyhow::Result<Started> {
+) -> anyhow::Result<Joined> {
     let health = Arc::new(Health::new("nats"));
     metrics::gauge!("switchboard_broker_up").set(0.0);
     // Signalled on every (re)connection: probe at once, and exchange presence in full.
@@ -113,36 +133,62 @@ pub(crate) async fn start(
             .context("cluster.nats_url")?
     };
     let prefix = &cluster.name;
+    let subjects = Subjects {
+        broadcast: format!("{prefix}.deliveries"),
+        node_prefix: format!("{prefix}.node."),
+    };
     let deliveries = client
-        .subscribe(format!("{prefix}.deliveries"))
+        .subscribe(subjects.broadcast.clone())
         .await
         .context("subscribing to deliveries")?;
+    let own = client
+        .subscribe(subjects.node(&node_id))
+        .await
+        .context("subscribing to this node's deliveries")?;
     let probes = client
         .subscribe(format!("{prefix}.ping.{node_id}"))
         .await
         .context("subscribing to probes")?;
-    let presence = NatsPresence::start(
-        client.clone(),
-        prefix,
-        node_id.clone(),
-        Duration::from_secs(cluster.presence_ttl_secs),
-        registry,
-        health.clone(),
-        reconnected.1,
-        stop.clone(),
-    )
-    .await?;
+    let presence = match presence {
+        Some(p) => p,
+        None => {
+            let subject = format!("{prefix}.presence");
+            let beats = client
+                .subscribe(subject.clone())
+                .await
+                .context("subscribing to presence")?
+                .map(|m| m.payload)
+                .boxed();
+            let wire = NatsWire {
+                client: client.clone(),
+                subject,
+            };
+            Arc::new(ClusterPresence::Beats(BeatPresence::start(
+                Box::new(wire),
+                beats,
+                node_id.clone(),
+                Duration::from_secs(cluster.presence_ttl_secs),
+                registry,
+                health.clone(),
+                reconnected.1,
+                stop.clone(),
+            )))
+        }
+    };
+    let router = Arc::new(Router::new(node_id.clone(), presence.clone(), targeted));
     let (outbound, outbound_rx) = mpsc::channel(PUBLISH_QUEUE);
     let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
     tokio::spawn(publish_loop(
         client.clone(),
-        format!("{prefix}.deliveries"),
+        subjects,
+        router,
         outbound_rx,
         health.clone(),
         stop.clone(),
     ));
     tokio::spawn(subscribe_loop(
         deliveries,
+        own,
         node_id.clone(),
         inbound_tx,
         stop.clone(),
@@ -156,7 +202,26 @@ pub(crate) async fn start(
         reconnected.0,
         stop,
     ));
-    Ok((Arc::new(NatsBroker { outbound, health }), inbound, presence))
+    Ok(Joined {
+        broker: Arc::new(NatsBroker { outbound, health }),
+        inbound,
+        presence,
+    })
+}
+
+/// The delivery subjects of a cluster.
+#[derive(Debug)]
+struct Subjects {
+    /// Every node subscribes.
+    broadcast: String,
+    /// Followed by a node id: that node's own subject.
+    node_prefix: String,
+}
+
+impl Subjects {
+    fn node(&self, node: &str) -> String {
+        format!("{}{node}", self.node_prefix)
+    }
 }
 
 /// The servers of `cluster.nats_url`, comma-separated.
@@ -190,7 +255,8 @@ impl Broker for NatsBroker {
 
 async fn publish_loop(
     client: async_nats::Client,
-    subject: String,
+    subjects: Subjects,
+    router: Arc<Router>,
     mut rx: mpsc::Receiver<Publication>,
     health: Arc<Health>,
     stop: CancellationToken,
@@ -205,12 +271,30 @@ async fn publish_loop(
         if received == 0 {
             return;
         }
-        let count = batch.len() as u64;
+        let routes = router.routes(&batch).await;
+        let mut count = 0u64;
         let send = async {
-            for publication in batch.drain(..) {
-                match serde_json::to_vec(&publication) {
-                    Ok(payload) => client.publish(subject.clone(), payload.into()).await?,
-                    Err(e) => tracing::error!(error = %e, "cannot encode a publication"),
+            for (publication, route) in batch.drain(..).zip(routes) {
+                let payload: bytes::Bytes = match serde_json::to_vec(&publication) {
+                    Ok(payload) => payload.into(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot encode a publication");
+                        continue;
+                    }
+                };
+                match route {
+                    Route::Everyone => {
+                        count += 1;
+                        client.publish(subjects.broadcast.clone(), payload).await?;
+                    }
+                    Route::Nodes(nodes) => {
+                        for node in nodes {
+                            count += 1;
+                            client
+                                .publish(subjects.node(&node), payload.clone())
+                                .await?;
+                        }
+                    }
                 }
             }
             Ok::<(), async_nats::PublishError>(())
@@ -243,27 +327,28 @@ async fn publish_loop(
 }
 
 async fn subscribe_loop(
-    mut deliveries: async_nats::Subscriber,
+    deliveries: async_nats::Subscriber,
+    own: async_nats::Subscriber,
     node_id: Arc<str>,
     inbound: mpsc::Sender<Publication>,
     stop: CancellationToken,
 ) {
+    // (came on this node's own subject, payload)
+    let mut both = futures_util::stream::select(
+        deliveries.map(|m| (false, m.payload)),
+        own.map(|m| (true, m.payload)),
+    );
     loop {
         let msg = tokio::select! {
             () = stop.cancelled() => return,
-            m = deliveries.next() => m,
+            m = both.next() => m,
         };
-        // The subscription lives as long as the client, across reconnections.
-        let Some(msg) = msg else { return };
-        match serde_json::from_slice::<Publication>(&msg.payload) {
-            Ok(p) if *p.origin == *node_id => {}
-            Ok(p) => {
-                if inbound.try_send(p).is_err() {
-                    metrics::counter!("switchboard_messages_dropped_total", "reason" => "inbound_full")
-                        .increment(1);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "nats broker: ignoring an unreadable publication"),
+        // The subscriptions live as long as the client, across reconnections.
+        let Some((on_own_subject, payload)) = msg else {
+            return;
+        };
+        if let Some(p) = super::incoming(&payload, &node_id, on_own_subject, "nats") {
+            super::forward(&inbound, p);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! Cluster-wide presence: [`ClusterPresence`] answers through whichever broker joins the nodes;
-//! [`RedisPresence`] keeps it in Redis (NATS: [`super::nats_presence`]).
+//! Cluster-wide presence: [`ClusterPresence`] answers through whichever broker joins the nodes
+//! (and tells targeted routing where users are); [`RedisPresence`] keeps it in Redis
+//! (heartbeats over NATS or RabbitMQ: [`super::beats`]).
 //!
 //! In Redis, each node writes its own users, per (user type, tenant), as
 //! hashes `user id → session count` with a TTL it keeps refreshing, and its heartbeat into the
@@ -23,6 +24,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::route::Wanted;
 use crate::sessions::{Registry, UserKey};
 
 /// After a session comes or goes, wait this long for more changes before writing.
@@ -34,8 +36,11 @@ const SYNC_DEBOUNCE: Duration = Duration::from_millis(100);
 pub(crate) enum ClusterPresence {
     /// Kept in Redis.
     Redis(Arc<RedisPresence>),
-    /// Exchanged over NATS.
-    Nats(Arc<super::nats_presence::NatsPresence>),
+    /// Exchanged in heartbeats over NATS or RabbitMQ.
+    Beats(Arc<super::beats::BeatPresence>),
+    /// Never answers (unit tests of routing).
+    #[cfg(test)]
+    Unreachable,
 }
 
 impl ClusterPresence {
@@ -43,7 +48,9 @@ impl ClusterPresence {
     pub(crate) async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
         match self {
             Self::Redis(p) => p.user_sessions(key).await,
-            Self::Nats(p) => p.user_sessions(key).await,
+            Self::Beats(p) => p.user_sessions(key).await,
+            #[cfg(test)]
+            Self::Unreachable => None,
         }
     }
 
@@ -55,7 +62,9 @@ impl ClusterPresence {
     ) -> Option<usize> {
         match self {
             Self::Redis(p) => p.user_sessions_any_tenant(user_type, user_id).await,
-            Self::Nats(p) => p.user_sessions_any_tenant(user_type, user_id).await,
+            Self::Beats(p) => p.user_sessions_any_tenant(user_type, user_id).await,
+            #[cfg(test)]
+            Self::Unreachable => None,
         }
     }
 
@@ -67,7 +76,19 @@ impl ClusterPresence {
     ) -> Option<Vec<String>> {
         match self {
             Self::Redis(p) => p.online_users(tenant, user_type).await,
-            Self::Nats(p) => p.online_users(tenant, user_type).await,
+            Self::Beats(p) => p.online_users(tenant, user_type).await,
+            #[cfg(test)]
+            Self::Unreachable => None,
+        }
+    }
+
+    /// For each wanted user, the other nodes that hold a session of it (targeted routing).
+    pub(crate) async fn locate(&self, wanted: &[Wanted]) -> Option<Vec<BTreeSet<Arc<str>>>> {
+        match self {
+            Self::Redis(p) => p.locate(wanted).await,
+            Self::Beats(p) => p.locate(wanted),
+            #[cfg(test)]
+            Self::Unreachable => None,
         }
     }
 
@@ -76,7 +97,9 @@ impl ClusterPresence {
     pub(crate) async fn leave_now(&self) {
         match self {
             Self::Redis(p) => p.leave_now().await,
-            Self::Nats(p) => p.leave_now().await,
+            Self::Beats(p) => p.leave_now().await,
+            #[cfg(test)]
+            Self::Unreachable => {}
         }
     }
 }
@@ -88,8 +111,9 @@ pub(crate) struct RedisPresence {
     node_id: Arc<str>,
     ttl: Duration,
     registry: Arc<Registry>,
-    /// The writing task; awaited on shutdown, after it has removed this node's entries.
-    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancelled when the writing task has ended, after it has removed this node's entries;
+    /// awaited on shutdown.
+    left: CancellationToken,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -130,11 +154,10 @@ impl RedisPresence {
             node_id,
             ttl: ttl.max(Duration::from_secs(3)),
             registry: registry.clone(),
-            task: parking_lot::Mutex::new(None),
+            left: CancellationToken::new(),
         });
         registry.track_user_changes();
-        let task = tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
-        *presence.task.lock() = Some(task);
+        tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
         Ok(presence)
     }
 
@@ -208,10 +231,7 @@ impl RedisPresence {
     /// Waits, at most three seconds, for the writing task to remove this node's entries and
     /// end; call after cancelling the `stop` token given to [`RedisPresence::start`].
     pub(crate) async fn leave_now(&self) {
-        let Some(task) = self.task.lock().take() else {
-            return;
-        };
-        if tokio::time::timeout(Duration::from_secs(3), task)
+        if tokio::time::timeout(Duration::from_secs(3), self.left.cancelled())
             .await
             .is_err()
         {
@@ -329,6 +349,64 @@ impl RedisPresence {
             .collect())
     }
 
+    /// For each wanted user, the other live nodes that hold a session of it; `None` when
+    /// Redis cannot be asked. Two or three round trips, whatever the number of users.
+    pub(crate) async fn locate(&self, wanted: &[Wanted]) -> Option<Vec<BTreeSet<Arc<str>>>> {
+        let mut con = self.con.clone();
+        let work = async {
+            let nodes = self.other_live_nodes(&mut con).await?;
+            // A user wanted in every tenant is looked for under every group of its type.
+            let groups: Vec<Vec<String>> = if wanted.iter().any(|w| w.tenant.is_none()) {
+                let mut pipe = redis::pipe();
+                for node in &nodes {
+                    pipe.smembers(self.groups_key(node));
+                }
+                pipe.query_async(&mut con).await?
+            } else {
+                Vec::new()
+            };
+            let mut pipe = redis::pipe();
+            // (wanted index, node index) of each HEXISTS in the pipeline.
+            let mut asked: Vec<(usize, usize)> = Vec::new();
+            for (wi, w) in wanted.iter().enumerate() {
+                for (ni, node) in nodes.iter().enumerate() {
+                    match &w.tenant {
+                        Some(tenant) => {
+                            let key = self.group_key(node, w.user_type, tenant);
+                            pipe.hexists(key, &*w.user_id);
+                            asked.push((wi, ni));
+                        }
+                        None => {
+                            let prefix =
+                                format!("{}:presence:{node}:{}:", self.cluster, w.user_type);
+                            let keys = groups.get(ni).into_iter().flatten();
+                            for key in keys.filter(|k| k.starts_with(&prefix)) {
+                                pipe.hexists(key, &*w.user_id);
+                                asked.push((wi, ni));
+                            }
+                        }
+                    }
+                }
+            }
+            let hits: Vec<bool> = if asked.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut con).await?
+            };
+            let mut found = vec![BTreeSet::new(); wanted.len()];
+            for ((wi, ni), hit) in asked.into_iter().zip(hits) {
+                if hit {
+                    found[wi].insert(Arc::from(nodes[ni].as_str()));
+                }
+            }
+            redis::RedisResult::Ok(found)
+        };
+        match tokio::time::timeout(Duration::from_secs(1), work).await {
+            Ok(Ok(found)) => Some(found),
+            _ => None,
+        }
+    }
+
     /// Online users of a user type on every node; `tenant` `None` means every tenant.
     /// `None` when Redis cannot be asked.
     pub(crate) async fn online_users(
@@ -368,6 +446,13 @@ impl RedisPresence {
     }
 }
 
+/// How long to wait after a change before writing, the last write having ended at `written`:
+/// nothing after a quiet spell (a new session is known elsewhere one round trip later, so
+/// targeted deliveries find it), the rest of [`SYNC_DEBOUNCE`] during a burst.
+fn debounce(written: tokio::time::Instant) -> Duration {
+    SYNC_DEBOUNCE.saturating_sub(written.elapsed())
+}
+
 async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: CancellationToken) {
     let refresh = presence.ttl / 3;
     let mut failing = false;
@@ -389,6 +474,7 @@ async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: Can
             () = stop.cancelled() => break,
             sync = tokio::time::timeout(Duration::from_secs(2), write) => sync,
         };
+        let written = tokio::time::Instant::now();
         match sync {
             Ok(Ok(())) => {
                 if full {
@@ -412,7 +498,7 @@ async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: Can
                 // Let a burst of connects or disconnects settle into one write.
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(SYNC_DEBOUNCE) => {},
+                    () = tokio::time::sleep(debounce(written)) => {},
                 }
             }
             () = tokio::time::sleep(refresh) => {},
@@ -424,4 +510,5 @@ async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: Can
     {
         tracing::warn!("cluster presence: could not remove this node's entries");
     }
+    presence.left.cancel();
 }

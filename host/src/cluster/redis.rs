@@ -1,5 +1,6 @@
-//! The Redis broker: deliveries travel between nodes over one pub/sub channel,
-//! `<cluster name>:deliveries`.
+//! The Redis broker: deliveries travel between nodes over pub/sub, broadcasts on
+//! `<cluster name>:deliveries` (every node subscribes) and targeted deliveries on
+//! `<cluster name>:node:<node id>` (that node only; see [`super::route`]).
 //!
 //! Delivery is at most once. `publish` never waits: publications go through a bounded queue to
 //! a publisher task; when the queue is full or Redis is unreachable they are counted in
@@ -19,7 +20,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, BrokerState, Publication, health::Health};
+use super::{
+    Broker, BrokerState, Publication,
+    health::Health,
+    route::{Route, Router},
+};
 
 /// Publications waiting for the publisher task.
 const PUBLISH_QUEUE: usize = 10_000;
@@ -72,9 +77,13 @@ impl RedisBroker {
         cluster: &str,
         node_id: Arc<str>,
         health_interval: Duration,
+        router: Arc<Router>,
         stop: CancellationToken,
     ) -> anyhow::Result<(Arc<Self>, mpsc::Receiver<Publication>)> {
-        let channel = format!("{cluster}:deliveries");
+        let channels = Channels {
+            broadcast: format!("{cluster}:deliveries"),
+            node_prefix: format!("{cluster}:node:"),
+        };
         let (outbound, outbound_rx) = mpsc::channel(PUBLISH_QUEUE);
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_QUEUE);
         let health = Arc::new(Health::new("redis"));
@@ -82,7 +91,8 @@ impl RedisBroker {
         let publisher = connection_manager(&client)?;
         tokio::spawn(publish_loop(
             publisher,
-            channel.clone(),
+            channels.clone(),
+            router,
             outbound_rx,
             health.clone(),
             health_interval,
@@ -90,7 +100,7 @@ impl RedisBroker {
         ));
         tokio::spawn(subscribe_loop(
             client,
-            channel,
+            channels,
             node_id,
             inbound_tx,
             health.clone(),
@@ -119,6 +129,21 @@ impl Broker for RedisBroker {
     }
 }
 
+/// The pub/sub channels of a cluster.
+#[derive(Debug, Clone)]
+struct Channels {
+    /// Every node subscribes.
+    broadcast: String,
+    /// Followed by a node id: that node's own channel.
+    node_prefix: String,
+}
+
+impl Channels {
+    fn node(&self, node: &str) -> String {
+        format!("{}{node}", self.node_prefix)
+    }
+}
+
 /// Sends PING on `con`; true when PONG came back within [`COMMAND_TIMEOUT`].
 async fn ping(con: &mut ConnectionManager) -> bool {
     let cmd = redis::cmd("PING");
@@ -128,7 +153,8 @@ async fn ping(con: &mut ConnectionManager) -> bool {
 
 async fn publish_loop(
     mut con: ConnectionManager,
-    channel: String,
+    channels: Channels,
+    router: Arc<Router>,
     mut rx: mpsc::Receiver<Publication>,
     health: Arc<Health>,
     health_interval: Duration,
@@ -156,15 +182,34 @@ async fn publish_loop(
         if received == 0 {
             return;
         }
+        let routes = router.routes(&batch).await;
         let mut pipe = redis::pipe();
         let mut count = 0u64;
-        for publication in batch.drain(..) {
-            match serde_json::to_string(&publication) {
-                Ok(payload) => {
-                    pipe.cmd("PUBLISH").arg(&channel).arg(payload).ignore();
+        for (publication, route) in batch.drain(..).zip(routes) {
+            let payload = match serde_json::to_string(&publication) {
+                Ok(payload) => payload,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode a publication");
+                    continue;
+                }
+            };
+            match route {
+                Route::Everyone => {
+                    pipe.cmd("PUBLISH")
+                        .arg(&channels.broadcast)
+                        .arg(payload)
+                        .ignore();
                     count += 1;
                 }
-                Err(e) => tracing::error!(error = %e, "cannot encode a publication"),
+                Route::Nodes(nodes) => {
+                    for node in nodes {
+                        pipe.cmd("PUBLISH")
+                            .arg(channels.node(&node))
+                            .arg(&payload)
+                            .ignore();
+                        count += 1;
+                    }
+                }
             }
         }
         if count == 0 {
@@ -198,7 +243,7 @@ async fn publish_loop(
 
 async fn subscribe_loop(
     client: redis::Client,
-    channel: String,
+    channels: Channels,
     node_id: Arc<str>,
     inbound: mpsc::Sender<Publication>,
     health: Arc<Health>,
@@ -210,7 +255,8 @@ async fn subscribe_loop(
     while !stop.is_cancelled() {
         let subscribed = async {
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
+            let own = channels.node(&node_id);
+            pubsub.subscribe(&[&channels.broadcast, &own]).await?;
             redis::RedisResult::Ok(pubsub)
         };
         let pubsub = tokio::select! {
@@ -255,20 +301,11 @@ async fn subscribe_loop(
             let Some(msg) = msg else {
                 break "connection lost";
             };
-            let Ok(payload) = msg.get_payload::<String>() else {
-                continue;
-            };
-            match serde_json::from_str::<Publication>(&payload) {
-                Ok(p) if *p.origin == *node_id => {}
-                Ok(p) => {
-                    if inbound.try_send(p).is_err() {
-                        metrics::counter!("switchboard_messages_dropped_total", "reason" => "inbound_full")
-                            .increment(1);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "redis broker: ignoring an unreadable publication")
-                }
+            let on_own_channel = msg.get_channel_name() != channels.broadcast;
+            if let Some(p) =
+                super::incoming(msg.get_payload_bytes(), &node_id, on_own_channel, "redis")
+            {
+                super::forward(&inbound, p);
             }
         };
         down(why);

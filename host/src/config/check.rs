@@ -10,7 +10,7 @@ use super::{BrokerKind, ClusterConfig, Invalid, ServerConfig};
 pub(crate) const MAX_NODE_ID_LEN: usize = 64;
 /// Longest cluster name: it prefixes every Redis key and channel.
 pub(crate) const MAX_CLUSTER_NAME_LEN: usize = 64;
-/// Longest `cluster.nats_url` (all servers together).
+/// Longest `cluster.nats_url` (all servers together), and longest AMQP URL.
 pub(super) const MAX_NATS_URL_LEN: usize = 4096;
 
 const SECS_IN_A_DAY: u64 = 86_400;
@@ -135,7 +135,41 @@ pub(super) fn cluster(c: &ClusterConfig) -> Result<(), Invalid> {
     if c.broker == BrokerKind::Nats {
         nats_url(&c.nats_url)?;
     }
+    if c.broker == BrokerKind::Rabbitmq {
+        amqp_url("cluster.amqp_url", &c.amqp_url)?;
+        if c.name.starts_with("amq.") {
+            return Err(Invalid::new(
+                "cluster.name",
+                format!(
+                    "{:?}: RabbitMQ reserves names starting with \"amq.\" for itself; choose another",
+                    c.name
+                ),
+            ));
+        }
+        in_range(
+            "cluster.amqp_queue_max_length",
+            c.amqp_queue_max_length,
+            1..=1_000_000,
+        )?;
+    }
     Ok(())
+}
+
+/// An AMQP URL: `amqp://` (no TLS in this build), parsed as the client will.
+pub(super) fn amqp_url(key: &str, url: &str) -> Result<(), Invalid> {
+    const FIX: &str = "use amqp://user:password@host[:port]/vhost";
+    if url.len() > MAX_NATS_URL_LEN {
+        return Err(Invalid::new(
+            key,
+            format!("is longer than {MAX_NATS_URL_LEN} characters; shorten it"),
+        ));
+    }
+    if !url.starts_with("amqp://") {
+        return Err(Invalid::new(key, format!("{url:?}: {FIX}")));
+    }
+    url.parse::<lapin::uri::AMQPUri>()
+        .map(drop)
+        .map_err(|e| Invalid::new(key, format!("{url:?} is not an AMQP URL ({e}); {FIX}")))
 }
 
 /// `cluster.nats_url`: one or more comma-separated `nats://` URLs. TLS (`tls://`) and

@@ -21,7 +21,7 @@ const MAX_SOURCES: usize = 32;
 /// Default Redis of the Redis kinds.
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Default broker of the RabbitMQ kind (vhost `/`).
-const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub(super) const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// yudao's `RedisWebSocketMessage` channel: the message class's simple name.
 const DEFAULT_YUDAO_CHANNEL: &str = "RedisWebSocketMessage";
 /// yudao's `yudao.websocket.sender-rabbitmq.exchange`, `${spring.application.name}-websocket-exchange`
@@ -286,22 +286,7 @@ fn check_url(key: &str, kind: IngestKind, url: &str) -> Result<(), Invalid> {
                 .map(drop)
                 .map_err(|e| Invalid::new(key, format!("{url:?} is not a Redis URL ({e})")))
         }
-        IngestKind::YudaoRabbitmq => {
-            if !url.starts_with("amqp://") {
-                return Err(Invalid::new(
-                    key,
-                    format!("{url:?}: use amqp://user:password@host[:port]/vhost"),
-                ));
-            }
-            url.parse::<lapin::uri::AMQPUri>().map(drop).map_err(|e| {
-                Invalid::new(
-                    key,
-                    format!(
-                        "{url:?} is not an AMQP URL ({e}); use amqp://user:password@host[:port]/vhost"
-                    ),
-                )
-            })
-        }
+        IngestKind::YudaoRabbitmq => super::check::amqp_url(key, url),
     }
 }
 

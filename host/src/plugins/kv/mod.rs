@@ -160,7 +160,7 @@ impl StateStore {
                     Duration::from_millis(plugins.state_timeout_ms),
                 )?)),
             },
-            BrokerKind::Local | BrokerKind::Nats => Self::memory(plugins),
+            BrokerKind::Local | BrokerKind::Nats | BrokerKind::Rabbitmq => Self::memory(plugins),
         })
     }
 

@@ -1,13 +1,15 @@
-//! Cluster-wide presence over NATS heartbeats: no JetStream, nothing stored in the server.
+//! Cluster-wide presence over heartbeats through a broker that stores nothing (NATS: the
+//! subject `<cluster>.presence`; RabbitMQ: the fanout exchange `<cluster>.presence`). The
+//! broker carries the messages through a [`Wire`]; the rest is the same for every broker.
 //!
-//! Every node publishes its own users on `<cluster>.presence`: in full every third of the
+//! Every node publishes its own users to every node: in full every third of the
 //! TTL (the heartbeat; split into parts of [`PART_USERS`] users), and after sessions come or
 //! go only the users that changed (their session count now, 0 for gone). Every node keeps the
 //! others' users in memory and answers presence queries from there and from its own registry,
 //! so a query costs no round trip. A node whose last message is older than the TTL is left
 //! out (a crashed node's users disappear within the TTL); a node that stops says so.
 //!
-//! Messages from one node arrive in order but may be lost (core NATS is at most once): each
+//! Messages from one node arrive in order but may be lost (both brokers are at most once): each
 //! carries the sender's sequence number, and a receiver that sees a gap, or a node it does not
 //! know, asks that node for its users in full. A node that (re)connects asks every node.
 //! While the broker is down, queries answer `None` and the caller falls back to this node's
@@ -22,21 +24,41 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
+use futures_util::{StreamExt, future::BoxFuture, stream::BoxStream};
 use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 
-use super::health::{COMMAND_TIMEOUT, Health};
+use super::{
+    health::{COMMAND_TIMEOUT, Health},
+    route::Wanted,
+};
 use crate::sessions::{Registry, UserKey};
 
-/// After a session comes or goes, wait this long for more changes before publishing.
+/// After a session comes or goes, wait this long for more changes before publishing (only
+/// when the last message went out less than this long ago: a lone change goes out at once).
 const SYNC_DEBOUNCE: Duration = Duration::from_millis(100);
 /// Users in one full-snapshot message: keeps each well below NATS's default 1 MB payload.
 const PART_USERS: usize = 2_000;
 
+/// How heartbeats travel: the broker's publish to every node (this one included) and flush.
+/// Messages from the other nodes come in through the stream given to [`BeatPresence::start`].
+pub(super) trait Wire: Send + Sync + 'static {
+    /// Publishes one message to every node.
+    fn send(&self, payload: Vec<u8>) -> BoxFuture<'_, anyhow::Result<()>>;
+    /// Waits until what was sent has left this process.
+    fn flush(&self) -> BoxFuture<'_, anyhow::Result<()>>;
+}
+
 /// One user's sessions on the sending node: (user type, tenant, user id, sessions).
 type Entry = (u32, Option<Arc<str>>, Arc<str>, usize);
+
+/// How long to wait after a change before publishing, the last message having gone out at
+/// `written`: nothing after a quiet spell (a new session is known elsewhere one round trip
+/// later, so targeted deliveries find it), the rest of [`SYNC_DEBOUNCE`] during a burst.
+fn debounce(written: Instant) -> Duration {
+    SYNC_DEBOUNCE.saturating_sub(written.elapsed())
+}
 
 /// A presence message.
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,10 +103,10 @@ struct Remote {
     pending: Option<(u64, u32, HashMap<UserKey, usize>)>,
 }
 
-/// This node's presence on NATS, and queries across the cluster.
-pub(crate) struct NatsPresence {
-    client: async_nats::Client,
-    subject: String,
+/// This node's presence over heartbeats, and queries across the cluster.
+pub(crate) struct BeatPresence {
+    /// The broker's side: publishing.
+    wire: Box<dyn Wire>,
     node_id: Arc<str>,
     epoch: u64,
     ttl: Duration,
@@ -94,13 +116,15 @@ pub(crate) struct NatsPresence {
     /// Set when a full snapshot should go out at the next round.
     full_wanted: AtomicBool,
     wake: Notify,
-    /// The publishing task; awaited on shutdown, after it has said this node leaves.
-    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancelled when the publishing task has ended, after it has said this node leaves;
+    /// awaited on shutdown (by the server, and by a broker that must keep its link up until
+    /// then).
+    left: CancellationToken,
 }
 
-impl std::fmt::Debug for NatsPresence {
+impl std::fmt::Debug for BeatPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NatsPresence")
+        f.debug_struct("BeatPresence")
             .field("node_id", &self.node_id)
             .finish()
     }
@@ -123,26 +147,26 @@ fn key_of(e: &Entry) -> UserKey {
     }
 }
 
-impl NatsPresence {
-    /// Subscribes to `<cluster>.presence` and starts publishing this node's users; stops and
-    /// says this node leaves when `stop` is cancelled. `reconnected` is signalled on every
-    /// (re)connection to NATS.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn start(
-        client: async_nats::Client,
-        cluster: &str,
+impl BeatPresence {
+    /// Starts publishing this node's users through `wire` and reading the others' from
+    /// `beats`; stops and says this node leaves when `stop` is cancelled. `reconnected` is
+    /// signalled on every (re)connection to the broker.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the parts of one broker, passed once"
+    )]
+    pub(super) fn start(
+        wire: Box<dyn Wire>,
+        beats: BoxStream<'static, bytes::Bytes>,
         node_id: Arc<str>,
         ttl: Duration,
         registry: Arc<Registry>,
         health: Arc<Health>,
         reconnected: Arc<Notify>,
         stop: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
-        let subject = format!("{cluster}.presence");
-        let beats = client.subscribe(subject.clone()).await?;
+    ) -> Arc<Self> {
         let presence = Arc::new(Self {
-            client,
-            subject,
+            wire,
             node_id,
             epoch: rand::random(),
             ttl: ttl.max(Duration::from_secs(3)),
@@ -151,27 +175,23 @@ impl NatsPresence {
             remotes: parking_lot::Mutex::new(HashMap::new()),
             full_wanted: AtomicBool::new(true),
             wake: Notify::new(),
-            task: parking_lot::Mutex::new(None),
+            left: CancellationToken::new(),
         });
         registry.track_user_changes();
         tokio::spawn(receive_loop(presence.clone(), beats, stop.clone()));
-        let task = tokio::spawn(sync_loop(
+        tokio::spawn(sync_loop(
             presence.clone(),
             registry.changes(),
             reconnected,
             stop,
         ));
-        *presence.task.lock() = Some(task);
-        Ok(presence)
+        presence
     }
 
     /// Waits, at most three seconds, for the publishing task to say this node leaves and
-    /// end; call after cancelling the `stop` token given to [`NatsPresence::start`].
+    /// end; call after cancelling the `stop` token given to [`BeatPresence::start`].
     pub(crate) async fn leave_now(&self) {
-        let Some(task) = self.task.lock().take() else {
-            return;
-        };
-        if tokio::time::timeout(Duration::from_secs(3), task)
+        if tokio::time::timeout(Duration::from_secs(3), self.left.cancelled())
             .await
             .is_err()
         {
@@ -186,11 +206,7 @@ impl NatsPresence {
             seq,
             kind,
         };
-        let payload = serde_json::to_vec(&beat)?;
-        self.client
-            .publish(self.subject.clone(), payload.into())
-            .await?;
-        Ok(())
+        self.wire.send(serde_json::to_vec(&beat)?).await
     }
 
     /// Publishes every user of this node, in parts.
@@ -251,7 +267,46 @@ impl NatsPresence {
         Some(f(&mut remotes.values()))
     }
 
-    /// Sessions of a user on every node; `None` when NATS cannot be reached.
+    /// For each wanted user, the other nodes that hold a session of it; `None` while the
+    /// broker is down. A user wanted in every tenant costs one pass over each node's users
+    /// per call (a batch of publications shares it).
+    pub(crate) fn locate(&self, wanted: &[Wanted]) -> Option<Vec<BTreeSet<Arc<str>>>> {
+        if !self.health.up() {
+            return None;
+        }
+        let any_tenant = wanted.iter().any(|w| w.tenant.is_none());
+        let mut found = vec![BTreeSet::new(); wanted.len()];
+        let mut remotes = self.remotes.lock();
+        let ttl = self.ttl;
+        remotes.retain(|_, r| r.seen.elapsed() < ttl);
+        for (node, remote) in remotes.iter() {
+            let in_any_tenant: std::collections::HashSet<(u32, &str)> = if any_tenant {
+                remote
+                    .users
+                    .keys()
+                    .map(|k| (k.user_type, &*k.user_id))
+                    .collect()
+            } else {
+                Default::default()
+            };
+            for (w, nodes) in wanted.iter().zip(found.iter_mut()) {
+                let holds = match &w.tenant {
+                    Some(tenant) => remote.users.contains_key(&UserKey {
+                        user_type: w.user_type,
+                        tenant: tenant.clone(),
+                        user_id: w.user_id.clone(),
+                    }),
+                    None => in_any_tenant.contains(&(w.user_type, &*w.user_id)),
+                };
+                if holds {
+                    nodes.insert(node.clone());
+                }
+            }
+        }
+        Some(found)
+    }
+
+    /// Sessions of a user on every node; `None` when the broker cannot be reached.
     pub(crate) async fn user_sessions(&self, key: &UserKey) -> Option<usize> {
         let local = self.registry.user_sessions(key);
         let remote = self.with_live_remotes(|rs| {
@@ -261,7 +316,8 @@ impl NatsPresence {
         Some(local + remote)
     }
 
-    /// Sessions of a user on every node, in every tenant; `None` when NATS cannot be reached.
+    /// Sessions of a user on every node, in every tenant; `None` when the broker cannot be
+    /// reached.
     pub(crate) async fn user_sessions_any_tenant(
         &self,
         user_type: u32,
@@ -278,7 +334,7 @@ impl NatsPresence {
     }
 
     /// Online users of a user type on every node; `tenant` `None` means every tenant.
-    /// `None` when NATS cannot be reached.
+    /// `None` when the broker cannot be reached.
     pub(crate) async fn online_users(
         &self,
         tenant: Option<&Option<Arc<str>>>,
@@ -363,8 +419,8 @@ fn apply(remotes: &mut HashMap<Arc<str>, Remote>, beat: Beat, now: Instant) -> O
 }
 
 async fn receive_loop(
-    presence: Arc<NatsPresence>,
-    mut beats: async_nats::Subscriber,
+    presence: Arc<BeatPresence>,
+    mut beats: BoxStream<'static, bytes::Bytes>,
     stop: CancellationToken,
 ) {
     loop {
@@ -372,8 +428,8 @@ async fn receive_loop(
             () = stop.cancelled() => return,
             m = beats.next() => m,
         };
-        let Some(msg) = msg else { return };
-        let beat = match serde_json::from_slice::<Beat>(&msg.payload) {
+        let Some(payload) = msg else { return };
+        let beat = match serde_json::from_slice::<Beat>(&payload) {
             Ok(beat) => beat,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster presence: ignoring an unreadable message");
@@ -389,7 +445,7 @@ async fn receive_loop(
 }
 
 async fn sync_loop(
-    presence: Arc<NatsPresence>,
+    presence: Arc<BeatPresence>,
     changed: Arc<Notify>,
     reconnected: Arc<Notify>,
     stop: CancellationToken,
@@ -423,6 +479,7 @@ async fn sync_loop(
             () = stop.cancelled() => break,
             sent = tokio::time::timeout(Duration::from_secs(2), write) => sent,
         };
+        let written = Instant::now();
         match sent {
             Ok(Ok(())) => {
                 if full {
@@ -435,7 +492,7 @@ async fn sync_loop(
             }
             _ => {
                 if !failing {
-                    tracing::warn!("cluster presence: cannot publish to nats; retrying");
+                    tracing::warn!("cluster presence: cannot publish heartbeats; retrying");
                     failing = true;
                 }
             }
@@ -447,7 +504,7 @@ async fn sync_loop(
                 // Let a burst of connects or disconnects settle into one message.
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    () = tokio::time::sleep(SYNC_DEBOUNCE) => {},
+                    () = tokio::time::sleep(debounce(written)) => {},
                 }
             }
             () = presence.wake.notified() => {}
@@ -457,7 +514,7 @@ async fn sync_loop(
     }
     let leave = async {
         presence.send(seq + 1, Kind::Leave).await?;
-        presence.client.flush().await?;
+        presence.wire.flush().await?;
         anyhow::Ok(())
     };
     if !matches!(
@@ -466,6 +523,7 @@ async fn sync_loop(
     ) {
         tracing::warn!("cluster presence: could not say this node leaves");
     }
+    presence.left.cancel();
 }
 
 #[cfg(test)]
