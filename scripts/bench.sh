@@ -3,12 +3,14 @@
 #
 #   scripts/bench.sh dispatch [options]     plugin dispatch cost, in process
 #   scripts/bench.sh compare  [options]     idle + fan-out, Switchboard and nginx + nchan
-#   scripts/bench.sh idle | fanout | chat | reload | cluster [options]
+#   scripts/bench.sh idle | fanout | push | chat | reload | cluster [options]
+#   scripts/bench.sh callgrind [options]    host instructions per delivery under callgrind
 #   scripts/bench.sh all                    the figures of BENCHMARKS.md (full sizes, 3 runs)
 #
 # Installs what it needs when missing: the wasm32-wasip2 target (setup.sh) and, for the
 # scenarios that run the peer, Debian's nginx and libnginx-mod-nchan (never started as a
-# service: the benchmark runs nginx in the foreground from a temporary folder).
+# service: the benchmark runs nginx in the foreground from a temporary folder), and valgrind
+# for `callgrind`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -33,6 +35,13 @@ if [ -n "$want_nchan" ] && [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; 
     fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx libnginx-mod-nchan >/dev/null
     if [ -n "$created_policy" ]; then $SUDO rm -f "$policy"; fi
+fi
+
+if [ "${1:-}" = "callgrind" ] && ! command -v valgrind >/dev/null; then
+    echo "bench: installing valgrind"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null
 fi
 
 cargo build --release -q -p switchboard -p switchboard-bench

@@ -196,6 +196,28 @@ pub(crate) struct ChatArgs {
     warmup_secs: u64,
 }
 
+/// Arguments of `push`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct PushArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Sessions (each its own user); repeat to measure several counts in one invocation.
+    #[arg(long, default_values_t = [2_000, 19_000])]
+    conns: Vec<u64>,
+    /// Pushes per second, each to one random user, without `tenant_id`.
+    #[arg(long, default_value_t = 2_000.0)]
+    rate: f64,
+    /// Seconds of measured pushing.
+    #[arg(long, default_value_t = 10)]
+    duration_secs: u64,
+    /// Seconds of pushing before the measurement.
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Push requests in flight at most.
+    #[arg(long, default_value_t = 16)]
+    publishers: usize,
+}
+
 /// Arguments of `reload`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReloadArgs {
@@ -287,7 +309,22 @@ async fn interrupted() -> anyhow::Result<&'static str> {
 }
 
 impl Common {
-    fn fleet(&self) -> FleetOptions {
+    /// The HS256 secret tokens are signed with.
+    pub(crate) fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    /// Runs asked for (at least one).
+    pub(crate) fn runs(&self) -> usize {
+        self.runs.max(1)
+    }
+
+    /// Time to let the server settle after connecting.
+    pub(crate) fn settle(&self) -> Duration {
+        Duration::from_secs(self.settle_secs)
+    }
+
+    pub(crate) fn fleet(&self) -> FleetOptions {
         FleetOptions {
             min_workers: self.workers,
             per_worker: self.per_worker,
@@ -297,7 +334,7 @@ impl Common {
         }
     }
 
-    fn host_options(&self) -> anyhow::Result<HostOptions> {
+    pub(crate) fn host_options(&self) -> anyhow::Result<HostOptions> {
         let binary = match &self.host_bin {
             Some(b) => b.clone(),
             None => std::env::current_exe()?
@@ -309,10 +346,13 @@ impl Common {
             binary,
             secret: self.secret.clone(),
             env: self.host_env.clone(),
+            launcher: Vec::new(),
+            stop_grace: Duration::from_secs(30),
+            ready_within: Duration::from_secs(120),
         })
     }
 
-    fn plugin(&self, name: &str) -> anyhow::Result<PathBuf> {
+    pub(crate) fn plugin(&self, name: &str) -> anyhow::Result<PathBuf> {
         let path = self.plugins.join(format!("{name}.wasm"));
         if !path.exists() {
             bail!(
@@ -411,7 +451,7 @@ impl Layout {
 }
 
 /// Prints what the figures were taken on.
-fn print_machine(common: &Common) {
+pub(crate) fn print_machine(common: &Common) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -439,7 +479,7 @@ fn print_machine(common: &Common) {
 }
 
 /// Refuses `conns` connections that `hosts` hosts cannot hold here.
-fn check_fits(conns: u64, hosts: usize, flag: &str) -> anyhow::Result<()> {
+pub(crate) fn check_fits(conns: u64, hosts: usize, flag: &str) -> anyhow::Result<()> {
     if conns > PER_HOST * hosts.max(1) as u64 {
         bail!(
             "{conns} connections need at least {} hosts ({flag}); one holds at most {PER_HOST} here",
@@ -520,6 +560,35 @@ pub(crate) async fn fanout(args: FanoutArgs) -> anyhow::Result<()> {
         async |_, session| Ok(vec![session.fanout(&plan).await?]),
     )
     .await
+}
+
+/// `push`: per-user pushes at a fixed rate, at each session count in turn.
+pub(crate) async fn push(args: PushArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    for &conns in &args.conns {
+        check_fits(conns, 1, "fewer --conns")?;
+    }
+    anyhow::ensure!(args.rate > 0.0, "--rate must be above 0");
+    let plan = FanoutPlan {
+        rate: args.rate,
+        duration: Duration::from_secs(args.duration_secs),
+        warmup: Duration::from_secs(args.warmup_secs),
+        drain: Duration::from_secs(10),
+        window: 0,
+        publishers: args.publishers.max(1),
+        pad: 0,
+    };
+    for &conns in &args.conns {
+        c.measure_runs(
+            &[Which::Switchboard],
+            Layout::ONE,
+            &[],
+            conns,
+            async |_, session| Ok(vec![session.push(&plan).await?]),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// `chat`.

@@ -32,6 +32,14 @@ pub(crate) struct HostOptions {
     pub secret: String,
     /// Extra `SWITCHBOARD_*` overrides, applied last.
     pub env: Vec<(String, String)>,
+    /// A program the host runs under, with its arguments (e.g. `valgrind --tool=callgrind`);
+    /// empty: the host runs by itself. The process started is then the launcher, which must
+    /// keep the host's pid (valgrind does).
+    pub launcher: Vec<String>,
+    /// How long the host may take to exit after SIGTERM before it is killed.
+    pub stop_grace: Duration,
+    /// How long the host may take to start (plugins loaded).
+    pub ready_within: Duration,
 }
 
 /// A running host.
@@ -46,6 +54,8 @@ pub(crate) struct Host {
     pub addr: SocketAddr,
     /// Its plugins folder (the reload scenario replaces files in it).
     pub plugins_dir: PathBuf,
+    /// How long it may take to exit after SIGTERM.
+    stop_grace: Duration,
 }
 
 impl Host {
@@ -72,7 +82,14 @@ impl Host {
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
         let log = std::fs::File::create(dir.path().join(LOG))?;
-        let mut command = Command::new(&options.binary);
+        let mut command = match options.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&options.binary);
+                c
+            }
+            None => Command::new(&options.binary),
+        };
         command
             .arg("serve")
             .env("SWITCHBOARD_LOG", "warn")
@@ -92,7 +109,7 @@ impl Host {
         let client = reqwest::Client::new();
         let url = format!("http://{addr}/readyz");
         process
-            .wait_ready(Duration::from_secs(120), || async {
+            .wait_ready(options.ready_within, || async {
                 client
                     .get(&url)
                     .send()
@@ -105,6 +122,7 @@ impl Host {
             process,
             addr,
             plugins_dir,
+            stop_grace: options.stop_grace,
         })
     }
 
@@ -131,9 +149,9 @@ impl Host {
             .await?)
     }
 
-    /// SIGTERM, then SIGKILL if the host has not exited within 30 s.
+    /// SIGTERM, then SIGKILL if the host has not exited within its grace period.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
-        self.process.stop(Duration::from_secs(30)).await
+        self.process.stop(self.stop_grace).await
     }
 }
 

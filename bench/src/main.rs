@@ -2,15 +2,18 @@
 //!
 //! - `dispatch`: per-message cost of plugin dispatch (fresh instance + call + one send that
 //!   reaches a session queue), in process, no sockets.
-//! - `idle`, `fanout`, `chat`, `reload`, `compare`, `cluster`: a load generator that starts real hosts
+//! - `idle`, `fanout`, `push`, `chat`, `reload`, `compare`, `cluster`: a load generator that starts real hosts
 //!   (and nginx + nchan as a peer) and drives them over loopback WebSockets; see
 //!   `BENCHMARKS.md`.
+//! - `callgrind`: the host under valgrind's callgrind, instructions counted only while a fixed
+//!   small workload runs: a figure that does not depend on the machine's load.
 //!
 //! # Layout
 //!
 //! | module | owns |
 //! |---|---|
 //! | [`commands`] | the load scenarios as commands: what to start, measure and print |
+//! | [`callgrind`] | server instructions per delivery: the host under valgrind, counted around a fixed workload |
 //! | [`scenario`] | a [`scenario::Session`] (server + open connections) and its measurements |
 //! | [`server`] | the server under test: Switchboard hosts or nchan; publishing |
 //! | [`host`] / [`nchan`] / [`redis`] | starting and stopping a host / nginx + nchan / Redis |
@@ -20,6 +23,7 @@
 //! | [`procstat`] | server memory and CPU from `/proc` |
 //! | [`report`] | the table, medians and ratios |
 
+mod callgrind;
 mod child;
 mod commands;
 mod dispatch;
@@ -52,6 +56,10 @@ enum Command {
     Idle(commands::IdleArgs),
     /// One publisher, many subscribers of one user type: deliveries/s, latency, CPU.
     Fanout(commands::FanoutArgs),
+    /// Pushes to random single users (no tenant_id) at a fixed rate: CPU per push by session count.
+    Push(commands::PushArgs),
+    /// Server instructions per delivery (valgrind's callgrind) over a fixed small workload.
+    Callgrind(callgrind::Args),
     /// Clients sending to random peers through the demo-chat plugin: end-to-end latency.
     Chat(commands::ChatArgs),
     /// Chat while the plugin file is replaced every second: loss and the latency spike.
@@ -70,6 +78,8 @@ fn main() -> anyhow::Result<()> {
         Command::Dispatch(args) => dispatch::run(args),
         Command::Idle(args) => commands::run(commands::idle(args)),
         Command::Fanout(args) => commands::run(commands::fanout(args)),
+        Command::Push(args) => commands::run(commands::push(args)),
+        Command::Callgrind(args) => commands::run(callgrind::run(args)),
         Command::Chat(args) => commands::run(commands::chat(args)),
         Command::Reload(args) => commands::run(commands::reload(args)),
         Command::Compare(args) => commands::run(commands::compare(args)),

@@ -147,6 +147,175 @@ impl Session {
         Ok(row)
     }
 
+    /// Per-user push: publishes pushes to random single users (no `tenant_id`) at
+    /// `plan.rate` for `plan.duration` after a warm-up, then waits until each has arrived (or
+    /// `plan.drain`). Every connection is its own user, so one push is one delivery.
+    pub(crate) async fn push(&mut self, plan: &FanoutPlan) -> anyhow::Result<Row> {
+        let publisher = self
+            .server
+            .user_publisher(self.connected.ok + self.connected.failed)?;
+        self.fleet.reset().await?;
+        let warmup = self.publish(&publisher, 0, plan.warmup, plan).await?;
+        let before = self.mark()?;
+        let t0 = wire::now_us();
+        let burst = self.publish(&publisher, 1, plan.duration, plan).await?;
+        let expected = warmup.published + burst.published;
+        let drained = self
+            .fleet
+            .wait_for(plan.drain, |p| p.received >= expected)
+            .await;
+        let after = self.mark()?;
+        let stats = self.fleet.stats().await?;
+        let mut row = self.row(&format!("push {}/s", plan.rate));
+        row.conns = before.progress.open;
+        row.sent = burst.published;
+        row.deliveries = stats.received.get(1).copied().unwrap_or(0);
+        row.lost = row.sent.saturating_sub(row.deliveries);
+        row.errors = stats.error_total() + stats.closed_total() + burst.failed + warmup.failed;
+        let secs = stats.last_rx_us.saturating_sub(t0) as f64 / 1e6;
+        row.rate = if secs > 0.0 {
+            row.deliveries as f64 / secs
+        } else {
+            0.0
+        };
+        if let Some(h) = stats.latency.get(1) {
+            row.set_latency(h);
+        }
+        after.fill(&before, &self.baseline, &mut row);
+        row.note = notes(&stats, &[burst.first_failure, warmup.first_failure]);
+        if self.connected.failed > 0 {
+            row.note += &format!(" {} users without a connection;", self.connected.failed);
+        }
+        if !drained {
+            row.note += &format!(" not drained within {:?};", plan.drain);
+        }
+        Ok(row)
+    }
+
+    /// Publishes one fan-out message with `publisher` (phase 0, not measured) and waits until
+    /// every open connection has it; or pushes one message to one user and waits for it. Opens
+    /// the publisher's HTTP connection before a measurement starts.
+    pub(crate) async fn warm_up(
+        &mut self,
+        publisher: &crate::server::Publisher,
+        within: Duration,
+    ) -> anyhow::Result<()> {
+        publisher.publish(0).await?;
+        let arrived = match publisher.fans_out() {
+            true => {
+                self.published += 1;
+                self.drained(within).await
+            }
+            false => self.fleet.wait_for(within, |p| p.received >= 1).await,
+        };
+        anyhow::ensure!(
+            arrived,
+            "the warm-up message did not arrive within {within:?}"
+        );
+        Ok(())
+    }
+
+    /// Publishes `count` fan-out messages one at a time: each once every open connection has
+    /// received the one before (so every session has one frame per wake, as at low rates).
+    pub(crate) async fn fanout_one_by_one(
+        &mut self,
+        publisher: &crate::server::Publisher,
+        count: u64,
+        within: Duration,
+    ) -> anyhow::Result<Counted> {
+        self.fleet.reset().await?;
+        let deadline = Instant::now() + within;
+        let mut failed = 0;
+        for _ in 0..count {
+            match publisher.publish(1).await {
+                Ok(()) => self.published += 1,
+                Err(_) => failed += 1,
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            anyhow::ensure!(
+                self.drained(left).await,
+                "fan-out not delivered within {within:?}"
+            );
+        }
+        self.counted(count - failed, failed).await
+    }
+
+    /// Pushes `count` messages to random single users with `publisher`, `concurrency`
+    /// requests in flight, and waits until every one has arrived.
+    pub(crate) async fn push_count(
+        &mut self,
+        publisher: &crate::server::Publisher,
+        count: u64,
+        concurrency: usize,
+        within: Duration,
+    ) -> anyhow::Result<Counted> {
+        self.fleet.reset().await?;
+        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..count)
+            .map(|_| publisher.publish(1))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let failed = results.iter().filter(|r| r.is_err()).count() as u64;
+        let sent = count - failed;
+        anyhow::ensure!(
+            self.fleet.wait_for(within, |p| p.received >= sent).await,
+            "pushes not delivered within {within:?}"
+        );
+        self.counted(sent, failed).await
+    }
+
+    /// Starts chat through `demo-chat` at `rate` per connection: `warm` of warm-up (phase 1),
+    /// then `measured` (phase 2). Returns when the measured phase starts and when it ends.
+    pub(crate) async fn start_chat(
+        &mut self,
+        rate: f64,
+        warm: Duration,
+        measured: Duration,
+    ) -> anyhow::Result<(Instant, Instant)> {
+        self.fleet.reset().await?;
+        let start = wire::now_us() + 500_000;
+        let measured_from = start + warm.as_micros() as u64;
+        let end = measured_from + measured.as_micros() as u64;
+        self.fleet
+            .chat(ChatPlan {
+                start_at_us: start,
+                phase_starts_us: vec![start, measured_from],
+                end_at_us: end,
+                rate,
+                users: self.connected.ok + self.connected.failed,
+            })
+            .await?;
+        Ok((wire::instant_at(measured_from), wire::instant_at(end)))
+    }
+
+    /// After [`Session::start_chat`]'s end: waits until every message has arrived and
+    /// counts the measured phase's.
+    pub(crate) async fn finish_chat(&mut self, within: Duration) -> anyhow::Result<Counted> {
+        anyhow::ensure!(
+            self.fleet
+                .wait_for(within, |p| p.received + p.errors >= p.sent)
+                .await,
+            "chat not delivered within {within:?}"
+        );
+        let stats = self.fleet.stats().await?;
+        Ok(Counted {
+            sent: stats.sent.get(2).copied().unwrap_or(0),
+            deliveries: stats.received.get(2).copied().unwrap_or(0),
+            errors: stats.error_total() + stats.closed_total(),
+            note: notes(&stats, &[]),
+        })
+    }
+
+    async fn counted(&mut self, sent: u64, failed: u64) -> anyhow::Result<Counted> {
+        let stats = self.fleet.stats().await?;
+        Ok(Counted {
+            sent,
+            deliveries: stats.received.iter().sum(),
+            errors: failed + stats.error_total() + stats.closed_total(),
+            note: notes(&stats, &[]),
+        })
+    }
+
     /// Whether every open connection has received every message published so far.
     async fn drained(&self, within: Duration) -> bool {
         let published = self.published;
@@ -171,6 +340,9 @@ impl Session {
         let period = (plan.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / plan.rate));
         let mut next_at = start;
         let mut inflight = FuturesUnordered::new();
+        // Only fan-out messages count towards what every connection should receive.
+        let fans_out = publisher.fans_out();
+        let mut others = 0;
         loop {
             let now = Instant::now();
             if now >= deadline {
@@ -185,7 +357,9 @@ impl Session {
             };
             if room && inflight.len() < plan.publishers {
                 inflight.push(publisher.publish(phase));
-                self.published += 1;
+                if fans_out {
+                    self.published += 1;
+                }
                 burst.published += 1;
                 if let Some(period) = period {
                     next_at += period;
@@ -198,14 +372,20 @@ impl Session {
             };
             tokio::select! {
                 Some(result) = inflight.next(), if !inflight.is_empty() => {
-                    outcome(result, &mut burst, &mut self.published);
+                    let published = if fans_out { &mut self.published } else { &mut others };
+                    outcome(result, &mut burst, published);
                 }
                 () = self.fleet.changed(), if period.is_none() => {}
                 () = tokio::time::sleep_until(wake) => {}
             }
         }
         while let Some(result) = inflight.next().await {
-            outcome(result, &mut burst, &mut self.published);
+            let published = if fans_out {
+                &mut self.published
+            } else {
+                &mut others
+            };
+            outcome(result, &mut burst, published);
         }
         Ok(burst)
     }
@@ -300,7 +480,7 @@ impl Session {
 fn outcome(result: anyhow::Result<()>, burst: &mut Burst, published: &mut u64) {
     if let Err(e) = result {
         // Not published: it must not count towards what connections should receive.
-        *published -= 1;
+        *published = published.saturating_sub(1);
         burst.published -= 1;
         burst.failed += 1;
         burst.first_failure.get_or_insert(format!("{e:#}"));
@@ -365,6 +545,19 @@ pub(crate) struct FanoutPlan {
     pub publishers: usize,
     /// Padding bytes per message.
     pub pad: usize,
+}
+
+/// What a count-driven workload did.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counted {
+    /// Messages sent (published, pushed, or sent by chat clients).
+    pub sent: u64,
+    /// Stamped frames received.
+    pub deliveries: u64,
+    /// Failed publishes, error envelopes and closed connections.
+    pub errors: u64,
+    /// Error codes and close codes, if any.
+    pub note: String,
 }
 
 /// Messages one publishing phase sent.

@@ -1,7 +1,13 @@
 //! The server under test, whichever it is: one or more Switchboard hosts, or nginx + nchan.
 //! Scenarios see only addresses to connect to, a way to publish, and what the server costs.
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use anyhow::bail;
 
@@ -105,7 +111,23 @@ impl Server {
             url,
             api_key,
             pad,
+            to: To::All,
         })
+    }
+
+    /// A publisher of pushes to one user each (`{"to":{"user":...}}`, no `tenant_id`), the
+    /// user drawn from `1..=users` by a fixed pseudo-random sequence (the same in every run),
+    /// through the first host.
+    pub(crate) fn user_publisher(&self, users: u64) -> anyhow::Result<Publisher> {
+        let Server::Switchboard { .. } = self else {
+            bail!("per-user push runs on Switchboard");
+        };
+        let mut publisher = self.publisher(0)?;
+        publisher.to = To::RandomUser {
+            users: users.max(1),
+            drawn: Arc::new(AtomicU64::new(0)),
+        };
+        Ok(publisher)
     }
 
     /// Stops every process.
@@ -146,18 +168,53 @@ pub(crate) struct Publisher {
     api_key: Option<&'static str>,
     /// Padding bytes in each message.
     pad: usize,
+    /// Who each message goes to.
+    to: To,
+}
+
+/// Who a [`Publisher`]'s messages go to.
+#[derive(Debug, Clone)]
+enum To {
+    /// Every benchmark connection (the user type; nchan's shared channel).
+    All,
+    /// One user of `1..=users` per message, the `n`-th drawn by [`draw`]`(n)`.
+    RandomUser {
+        users: u64,
+        /// Users drawn so far, shared by the publisher's clones.
+        drawn: Arc<AtomicU64>,
+    },
+}
+
+/// The `n`-th number of a fixed pseudo-random sequence (SplitMix64).
+fn draw(n: u64) -> u64 {
+    let mut z = n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Publisher {
+    /// Whether every message goes to every connection (fan-out), rather than to one user.
+    pub(crate) fn fans_out(&self) -> bool {
+        matches!(self.to, To::All)
+    }
+
     /// Publishes one message stamped now with `phase`.
     pub(crate) async fn publish(&self, phase: u8) -> anyhow::Result<()> {
+        let body = match &self.to {
+            To::All => wire::fanout_push(phase, self.pad),
+            To::RandomUser { users, drawn } => {
+                let n = drawn.fetch_add(1, Ordering::Relaxed);
+                wire::user_push(phase, 1 + draw(n) % users)
+            }
+        };
         let request = match self.api_key {
             Some(key) => self
                 .client
                 .post(&self.url)
                 .bearer_auth(key)
                 .header("content-type", "application/json")
-                .body(wire::fanout_push(phase, self.pad)),
+                .body(body),
             None => self
                 .client
                 .post(&self.url)
@@ -173,5 +230,21 @@ impl Publisher {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_spread_over_users() {
+        let users = 100;
+        let mut hit = vec![0u32; users as usize];
+        for n in 0..10_000 {
+            hit[(draw(n) % users) as usize] += 1;
+        }
+        assert!(hit.iter().all(|&h| (50..150).contains(&h)), "{hit:?}");
+        assert_eq!(draw(7), draw(7));
     }
 }

@@ -82,6 +82,17 @@ pub(crate) fn fanout_push(phase: u8, pad: usize) -> String {
     .to_string()
 }
 
+/// The push API body that sends one stamped message to user `user` (every tenant: no
+/// `tenant_id`).
+pub(crate) fn user_push(phase: u8, user: u64) -> String {
+    json!({
+        "to": { "user": { "user_type": USER_TYPE, "user_id": user.to_string() } },
+        "type": "t",
+        "content": { "text": stamp(phase) },
+    })
+    .to_string()
+}
+
 /// A `demo-chat` message to user `to`.
 pub(crate) fn chat_frame(phase: u8, to: u64) -> String {
     json!({
