@@ -43,6 +43,8 @@ struct Fetched {
     at: Option<Instant>,
     /// When a fetch last started, successful or not.
     tried: Option<Instant>,
+    /// When a fetch last ended, successful or not.
+    ended: Option<Instant>,
 }
 
 /// One JWKS endpoint and the keys last fetched from it.
@@ -142,16 +144,21 @@ impl Jwks {
         let _guard = self.fetching.lock().await;
         {
             let fetched = self.fetched.lock();
-            // Another request fetched while this one waited, or one did very recently.
-            if let Some(tried) = fetched.tried
-                && (tried >= asked || tried.elapsed() < self.min_refetch)
-            {
+            // A fetch ended while this request waited (its answer is the one to use), or one
+            // started very recently.
+            let ended_since = fetched.ended.is_some_and(|ended| ended >= asked);
+            let recent = fetched
+                .tried
+                .is_some_and(|tried| tried.elapsed() < self.min_refetch);
+            if ended_since || recent {
                 return;
             }
         }
         self.fetched.lock().tried = Some(Instant::now());
         metrics::counter!("switchboard_auth_jwks_fetches_total").increment(1);
-        match self.fetch().await {
+        let result = self.fetch().await;
+        self.fetched.lock().ended = Some(Instant::now());
+        match result {
             Ok(keys) => {
                 tracing::info!(url = %self.url, keys = keys.len(), "fetched the JWKS");
                 let mut fetched = self.fetched.lock();

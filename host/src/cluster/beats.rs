@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     health::{COMMAND_TIMEOUT, Health},
-    route::Wanted,
+    wanted::Wanted,
 };
 use crate::sessions::{Registry, UserKey};
 

@@ -7,6 +7,7 @@
 //! - [`rabbitmq`]: a RabbitMQ exchange with a queue per node.
 //! - [`route`]: targeted routing, the one decision every broker follows: a delivery to
 //!   sessions or users goes only to the nodes that hold them, on each node's own channel.
+//! - `wanted`: a user a targeted publication is for, as the router asks presence.
 //! - [`presence`]: cluster-wide presence, kept in Redis or exchanged in heartbeats over NATS
 //!   or RabbitMQ ([`beats`]).
 //!
@@ -21,6 +22,7 @@ pub(crate) mod presence;
 pub(crate) mod rabbitmq;
 pub(crate) mod redis;
 pub(crate) mod route;
+mod wanted;
 
 use std::{sync::Arc, time::Duration};
 

@@ -24,7 +24,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::route::Wanted;
+use super::wanted::Wanted;
 use crate::sessions::{Registry, UserKey};
 
 /// After a session comes or goes, wait this long for more changes before writing.

@@ -20,7 +20,7 @@ use std::{
     sync::Arc,
 };
 
-use super::{Publication, presence::ClusterPresence};
+use super::{Publication, presence::ClusterPresence, wanted::Wanted};
 use crate::target::{Scope, Target, UserRef};
 
 /// Where one publication goes.
@@ -30,27 +30,6 @@ pub(crate) enum Route {
     Everyone,
     /// These nodes only, each on its own channel; empty: nowhere.
     Nodes(BTreeSet<Arc<str>>),
-}
-
-/// A user a targeted publication is for, as presence looks it up.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct Wanted {
-    /// The user type.
-    pub user_type: u32,
-    /// The user id.
-    pub user_id: Arc<str>,
-    /// `Some(tenant)`: in that tenant only; `None`: in every tenant (a trusted caller's scope).
-    pub tenant: Option<Option<Arc<str>>>,
-}
-
-impl Wanted {
-    fn new(user: &UserRef, scope: &Scope) -> Self {
-        Self {
-            user_type: user.user_type,
-            user_id: user.user_id.as_str().into(),
-            tenant: scope.tenant_filter().cloned(),
-        }
-    }
 }
 
 /// Decides the routes of publications for one node.
