@@ -37,11 +37,8 @@ if [ -n "$want_nchan" ] && [ ! -e /usr/lib/nginx/modules/ngx_nchan_module.so ]; 
     if [ -n "$created_policy" ]; then $SUDO rm -f "$policy"; fi
 fi
 
-if [ "${1:-}" = "callgrind" ] && ! command -v valgrind >/dev/null; then
-    echo "bench: installing valgrind"
-    if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null
+if [ "${1:-}" = "callgrind" ]; then
+    scripts/apt-install.sh valgrind
 fi
 
 cargo build --release -q -p switchboard -p switchboard-bench
