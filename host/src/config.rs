@@ -222,6 +222,14 @@ pub struct PluginsConfig {
     pub state_max_bytes: u64,
     /// How long a key-value operation waits for Redis before it fails, in milliseconds.
     pub state_timeout_ms: u64,
+    /// Longest outbound HTTP request of a plugin (DNS, connect, response and body), in
+    /// milliseconds; it also ends a tenth of the call timeout before the call's deadline.
+    pub http_timeout_ms: u64,
+    /// Largest outbound HTTP response body a plugin may receive, in bytes.
+    pub http_max_response_bytes: u64,
+    /// Outbound HTTP requests of one plugin in flight at once; more fail at once with
+    /// `connection-limit-reached`.
+    pub http_max_concurrent_requests: usize,
 }
 
 impl Default for PluginsConfig {
@@ -243,6 +251,9 @@ impl Default for PluginsConfig {
             state_max_keys: 10_000,
             state_max_bytes: 16 << 20,
             state_timeout_ms: 500,
+            http_timeout_ms: 500,
+            http_max_response_bytes: 1 << 20,
+            http_max_concurrent_requests: 16,
         }
     }
 }

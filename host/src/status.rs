@@ -86,12 +86,14 @@ pub(crate) struct PluginDescription {
 }
 
 /// The grants of a plugin.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct CapabilitiesStatus {
     /// May send to everyone in its scope.
     pub broadcast: bool,
     /// May send into other tenants.
     pub cross_tenant: bool,
+    /// What it may reach over HTTP, as the sidecar lists it; empty: nothing.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The limits of a plugin.
@@ -105,6 +107,12 @@ pub(crate) struct LimitsStatus {
     pub fuel: Option<u64>,
     /// Concurrent calls.
     pub max_concurrent_calls: usize,
+    /// Longest outbound HTTP request.
+    pub http_timeout_ms: u64,
+    /// Largest outbound HTTP response body.
+    pub http_max_response_bytes: u64,
+    /// Outbound HTTP requests in flight at once.
+    pub http_max_concurrent_requests: usize,
 }
 
 /// Counters of one plugin version.

@@ -147,6 +147,18 @@ const PLUGIN_COUNTERS: &[(&str, &str)] = &[
         "Key-value operations of a plugin that returned an error (quota, invalid, store unavailable).",
     ),
     (
+        "switchboard_plugin_http_requests_total",
+        "Outbound HTTP requests of a plugin (label `outcome`: ok, denied, prohibited, busy, timeout, too_large, failed).",
+    ),
+    (
+        "switchboard_plugin_http_body_errors_total",
+        "Outbound HTTP response bodies that failed after their response arrived (label `outcome`: timeout, too_large).",
+    ),
+    (
+        "switchboard_plugin_http_bytes_total",
+        "Body bytes of a plugin's outbound HTTP requests (label `direction`: out) and responses (in).",
+    ),
+    (
         "switchboard_plugin_kv_bytes_total",
         "Value bytes a plugin read from or wrote to its key-value state.",
     ),

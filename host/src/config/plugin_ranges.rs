@@ -76,6 +76,16 @@ pub(crate) const STATE_MAX_BYTES: Bounded = bounded("state_max_bytes", 0, 16 << 
 /// Wait for Redis per key-value operation (below any sensible call timeout).
 pub(crate) const STATE_TIMEOUT_MS: Bounded = bounded("state_timeout_ms", 1, 60_000, "ms");
 
+/// One outbound HTTP request of a plugin, DNS to the end of its body (it also ends a tenth of
+/// the call timeout before the call's deadline).
+pub(crate) const HTTP_TIMEOUT_MS: Bounded = bounded("http_timeout_ms", 1, 60_000, "ms");
+/// Largest response body a plugin may receive (it lands in the plugin's memory).
+pub(crate) const HTTP_MAX_RESPONSE_BYTES: Bounded =
+    bounded("http_max_response_bytes", 1, 1 << 30, "bytes");
+/// Outbound HTTP requests of one plugin in flight at once.
+pub(crate) const HTTP_MAX_CONCURRENT_REQUESTS: Bounded =
+    bounded("http_max_concurrent_requests", 1, 1000, "");
+
 /// Every numeric `[plugins]` setting in its range.
 pub(crate) fn check_host(config: &PluginsConfig) -> anyhow::Result<()> {
     let place = "plugins.";
@@ -101,6 +111,15 @@ pub(crate) fn check_host(config: &PluginsConfig) -> anyhow::Result<()> {
         (&STATE_MAX_KEYS, Some(config.state_max_keys)),
         (&STATE_MAX_BYTES, Some(config.state_max_bytes)),
         (&STATE_TIMEOUT_MS, Some(config.state_timeout_ms)),
+        (&HTTP_TIMEOUT_MS, Some(config.http_timeout_ms)),
+        (
+            &HTTP_MAX_RESPONSE_BYTES,
+            Some(config.http_max_response_bytes),
+        ),
+        (
+            &HTTP_MAX_CONCURRENT_REQUESTS,
+            Some(config.http_max_concurrent_requests as u64),
+        ),
     ] {
         if let Some(value) = value {
             bounds.check(place, value)?;

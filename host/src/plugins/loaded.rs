@@ -18,6 +18,7 @@ use super::{
     cache::CodeCache,
     compat::Contract,
     escape::show_path,
+    outbound_http::HttpGrant,
     runtime::{Fault, InstancePool, Runtime},
     sidecar::{Limits, Sidecar},
     state::PluginEnv,
@@ -233,7 +234,7 @@ impl LoadedPlugin {
             );
         }
         let pre = cx.runtime.prepare(&component)?;
-        let probe_env = env(cx, key, key.to_owned(), &sidecar);
+        let probe_env = env(cx, key, key.to_owned(), &sidecar, &limits)?;
         let info = cx
             .runtime
             .describe(&pre, &probe_env, &limits)
@@ -244,7 +245,7 @@ impl LoadedPlugin {
             })?;
         validate(&info, &sidecar)?;
         let label = format!("{}@{}", info.name, info.version);
-        let env = env(cx, &info.name, label, &sidecar);
+        let env = env(cx, &info.name, label, &sidecar, &limits)?;
         Ok(Self {
             key: key.to_owned(),
             file,
@@ -393,6 +394,7 @@ impl LoadedPlugin {
             capabilities: CapabilitiesStatus {
                 broadcast: self.sidecar.capabilities.broadcast,
                 cross_tenant: self.sidecar.capabilities.cross_tenant,
+                allowed_hosts: self.sidecar.capabilities.allowed_hosts.clone(),
             },
             instances: if self.pool.is_some() {
                 "reused"
@@ -404,6 +406,9 @@ impl LoadedPlugin {
                 memory_limit_mb: (self.limits.memory_bytes >> 20) as u64,
                 fuel: self.limits.fuel,
                 max_concurrent_calls: self.limits.max_concurrent_calls,
+                http_timeout_ms: self.limits.http_timeout.as_millis() as u64,
+                http_max_response_bytes: self.limits.http_max_response_bytes,
+                http_max_concurrent_requests: self.limits.http_max_concurrent_requests,
             },
         }
     }
@@ -418,22 +423,35 @@ impl LoadedPlugin {
     }
 }
 
-fn env(cx: &LoadContext<'_>, name: &str, label: String, sidecar: &Sidecar) -> Arc<PluginEnv> {
+fn env(
+    cx: &LoadContext<'_>,
+    name: &str,
+    label: String,
+    sidecar: &Sidecar,
+    limits: &Limits,
+) -> anyhow::Result<Arc<PluginEnv>> {
     let per_sec = cx.config.log_lines_per_sec.max(1);
     let log_dropped =
         metrics::counter!("switchboard_plugin_log_dropped_total", "plugin" => name.to_owned());
-    Arc::new(PluginEnv {
+    let http = HttpGrant::new(
+        sidecar.allowed_hosts()?,
+        limits,
+        name.to_owned(),
+        label.clone(),
+    );
+    Ok(Arc::new(PluginEnv {
+        http: Arc::new(http),
         label,
         name: name.to_owned(),
         namespace: Arc::from(name),
         state: cx.runtime.state.clone(),
         log_dropped,
-        capabilities: sidecar.capabilities,
+        capabilities: sidecar.capabilities.clone(),
         config: Arc::new(sidecar.config.clone()),
         log_budget: Mutex::new(TokenBucket::new(per_sec, per_sec)),
         max_sends_per_call: cx.config.max_sends_per_call,
         hub: cx.hub.clone(),
-    })
+    }))
 }
 
 fn session_info(session: &Session) -> types::SessionInfo {

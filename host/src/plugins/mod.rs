@@ -7,6 +7,7 @@
 //! - [`runtime`]: one `Store` per call, limits, fault reports.
 //! - `state` / `imports`: what a call's store holds; the host side of the imports.
 //! - `kv`: key-value state (`wasi:keyvalue` and `state`) in memory or Redis.
+//! - `outbound_http`: `wasi:http/outgoing-handler`, limited to the sidecar's `allowed_hosts`.
 //! - [`loaded`]: one loaded plugin version, its validation and counters.
 //! - [`cache`]: compiled code on disk.
 //! - [`sidecar`]: the operator's `NAME.toml` next to `NAME.wasm`.
@@ -22,6 +23,7 @@ mod imports;
 pub mod kv;
 pub(crate) mod limiter;
 pub mod loaded;
+pub(crate) mod outbound_http;
 pub(crate) mod routes;
 pub mod runtime;
 pub mod sidecar;

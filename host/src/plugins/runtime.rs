@@ -9,6 +9,7 @@ use wasmtime::{
     component::{HasSelf, Linker, ResourceTable},
 };
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::WasiHttpCtx;
 
 use super::{
     bindings::{self, switchboard::plugin::types, v0_1},
@@ -17,6 +18,7 @@ use super::{
     escape::escape_control,
     kv::StateStore,
     limiter::{MemoryBudget, MemoryCapExceeded},
+    outbound_http::CallHttp,
     sidecar::Limits,
     state::{CallState, PluginEnv},
     stderr::StderrTail,
@@ -58,7 +60,8 @@ impl std::fmt::Debug for Runtime {
 }
 
 impl Runtime {
-    /// Builds the engine and links WASI (no preopens, no network) and the plugin imports of
+    /// Builds the engine and links WASI (no preopens, no sockets), `wasi:http` (checked per
+    /// plugin) and the plugin imports of
     /// every served contract version, with plugin state in memory.
     pub fn new(config: &PluginsConfig) -> anyhow::Result<Self> {
         Self::with_state(config, StateStore::memory(config))
@@ -69,6 +72,9 @@ impl Runtime {
         let engine = engine::build(config.pooling)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        // For every component: one that imports it loads, and reaches only what its sidecar
+        // allows (nothing without `allowed_hosts`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
         let ticker = EpochTicker::start(engine.clone()).context("starting the epoch thread")?;
@@ -105,16 +111,22 @@ impl Runtime {
         (tenant, via): (Option<Arc<str>>, Via),
     ) -> wasmtime::Result<Store<CallState>> {
         let stderr = StderrTail::default();
+        let deadline = Instant::now() + limits.call_timeout;
         let state = CallState {
             wasi: WasiCtx::builder().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
             limits: MemoryBudget::new(limits.memory_bytes),
-            deadline: Instant::now() + limits.call_timeout,
+            deadline,
             tenant,
             sends: 0,
             via,
             env: env.clone(),
             stderr,
+            http_ctx: WasiHttpCtx::new(),
+            http: CallHttp {
+                grant: env.http.clone(),
+                requests_end: requests_end(deadline, limits),
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -152,6 +164,7 @@ impl Runtime {
         if let Some((mut store, plugin)) = pool.and_then(InstancePool::take) {
             let state = store.data_mut();
             state.deadline = Instant::now() + limits.call_timeout;
+            state.http.requests_end = requests_end(state.deadline, limits);
             state.tenant = tenant;
             state.via = via;
             state.sends = 0;
@@ -239,6 +252,11 @@ impl Runtime {
         })
         .await
     }
+}
+
+/// When a call's outbound requests must end: a tenth of its time limit before its deadline.
+fn requests_end(deadline: Instant, limits: &Limits) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(deadline - CallHttp::margin(limits.call_timeout))
 }
 
 /// Where a call's stderr goes, known once its instance exists; read after a fault.

@@ -7,9 +7,14 @@
 //! memory_limit_mb = 32
 //! fuel = 100000000
 //! max_concurrent_calls = 16
+//! http_timeout_ms = 500          # one outbound HTTP request, DNS to the end of its body
+//! http_max_response_bytes = 1048576
+//! http_max_concurrent_requests = 16
 //! [capabilities]
 //! broadcast = false              # may send to `everyone`
 //! cross_tenant = false           # may use `send-to-tenant`
+//! allowed_hosts = []             # outbound HTTP: "api.example.com:443", "*.example.com",
+//!                                # "10.0.0.0/8" (see plugins::outbound_http::allow)
 //! [config]
 //! greeting = "hello"             # values for the plugin's `config.get`
 //! [instances]
@@ -22,7 +27,10 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 use anyhow::bail;
 use serde::Deserialize;
 
-use super::escape::{escape_control, show_path};
+use super::{
+    escape::{escape_control, show_path},
+    outbound_http::allow::AllowList,
+};
 use crate::config::{PluginsConfig, plugin_ranges as ranges};
 
 /// A plugin's sidecar file.
@@ -75,16 +83,24 @@ pub struct LimitOverrides {
     pub fuel: Option<u64>,
     /// Concurrent calls into this plugin.
     pub max_concurrent_calls: Option<usize>,
+    /// Longest outbound HTTP request, in milliseconds.
+    pub http_timeout_ms: Option<u64>,
+    /// Largest outbound HTTP response body, in bytes.
+    pub http_max_response_bytes: Option<u64>,
+    /// Outbound HTTP requests in flight at once.
+    pub http_max_concurrent_requests: Option<usize>,
 }
 
 /// Capabilities an operator grants.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct Capabilities {
     /// May send to `everyone` (within the tenant scope).
     pub broadcast: bool,
     /// May send into other tenants with `send-to-tenant`.
     pub cross_tenant: bool,
+    /// Hosts, addresses and ranges the plugin may reach over HTTP; empty: none.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The limits in force for one plugin.
@@ -98,6 +114,12 @@ pub(crate) struct Limits {
     pub fuel: Option<u64>,
     /// Concurrent calls.
     pub max_concurrent_calls: usize,
+    /// Longest outbound HTTP request.
+    pub http_timeout: Duration,
+    /// Largest outbound HTTP response body, in bytes.
+    pub http_max_response_bytes: u64,
+    /// Outbound HTTP requests in flight at once.
+    pub http_max_concurrent_requests: usize,
 }
 
 impl Sidecar {
@@ -157,11 +179,19 @@ impl Sidecar {
                 &ranges::MAX_CONCURRENT_CALLS,
                 l.max_concurrent_calls.map(|n| n as u64),
             ),
+            (&ranges::HTTP_TIMEOUT_MS, l.http_timeout_ms),
+            (&ranges::HTTP_MAX_RESPONSE_BYTES, l.http_max_response_bytes),
+            (
+                &ranges::HTTP_MAX_CONCURRENT_REQUESTS,
+                l.http_max_concurrent_requests.map(|n| n as u64),
+            ),
         ] {
             if let Some(value) = value {
                 bounds.check(place, value)?;
             }
         }
+        self.allowed_hosts()
+            .map_err(|e| anyhow::anyhow!("[capabilities] allowed_hosts {e:#}"))?;
         if let Some(size) = self.instances.pool_size {
             ranges::POOL_SIZE.check("[instances] ", size as u64)?;
         }
@@ -183,6 +213,11 @@ impl Sidecar {
         Ok(())
     }
 
+    /// The parsed `[capabilities] allowed_hosts`.
+    pub(crate) fn allowed_hosts(&self) -> anyhow::Result<AllowList> {
+        AllowList::parse(&self.capabilities.allowed_hosts)
+    }
+
     /// The limits for this plugin: the sidecar's where set, else the host's. Both are
     /// range-checked when read, so the conversions cannot overflow.
     pub(crate) fn limits(&self, host: &PluginsConfig) -> Limits {
@@ -200,6 +235,16 @@ impl Sidecar {
             max_concurrent_calls: l
                 .max_concurrent_calls
                 .unwrap_or(host.max_concurrent_calls)
+                .max(1),
+            http_timeout: Duration::from_millis(
+                l.http_timeout_ms.unwrap_or(host.http_timeout_ms).max(1),
+            ),
+            http_max_response_bytes: l
+                .http_max_response_bytes
+                .unwrap_or(host.http_max_response_bytes),
+            http_max_concurrent_requests: l
+                .http_max_concurrent_requests
+                .unwrap_or(host.http_max_concurrent_requests)
                 .max(1),
         }
     }
@@ -245,11 +290,14 @@ fn key_at(text: &str, at: usize) -> Option<String> {
 
 /// How to fix the common mistakes serde reports.
 fn hint(message: &str) -> &'static str {
-    const LIMITS: [&str; 4] = [
+    const LIMITS: [&str; 7] = [
         "`call_timeout_ms`",
         "`memory_limit_mb`",
         "`fuel`",
         "`max_concurrent_calls`",
+        "`http_timeout_ms`",
+        "`http_max_response_bytes`",
+        "`http_max_concurrent_requests`",
     ];
     let unknown = message
         .strip_prefix("unknown field ")
@@ -258,7 +306,9 @@ fn hint(message: &str) -> &'static str {
         ": limits go under [limits]"
     } else if unknown.is_some_and(|field| matches!(field, "`reuse`" | "`pool_size`")) {
         ": these go under [instances]"
-    } else if unknown.is_some_and(|field| matches!(field, "`broadcast`" | "`cross_tenant`")) {
+    } else if unknown
+        .is_some_and(|field| matches!(field, "`broadcast`" | "`cross_tenant`" | "`allowed_hosts`"))
+    {
         ": capabilities go under [capabilities]"
     } else if message.contains("expected u64") || message.contains("expected usize") {
         ": write a whole number without quotes"

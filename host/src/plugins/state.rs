@@ -1,13 +1,21 @@
-//! What a plugin call's `Store` holds: WASI (no files, no network, no env), the memory
-//! limiter, the deadline, and the plugin's environment for the host imports.
+//! What a plugin call's `Store` holds: WASI (no files, no sockets, no env), `wasi:http` (what
+//! the sidecar allows), the memory limiter, the deadline, and the plugin's environment for the
+//! host imports.
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use parking_lot::Mutex;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpCtx;
 
-use super::{kv::StateStore, limiter::MemoryBudget, sidecar::Capabilities, stderr::StderrTail};
+use super::{
+    kv::StateStore,
+    limiter::MemoryBudget,
+    outbound_http::{CallHttp, HttpGrant},
+    sidecar::Capabilities,
+    stderr::StderrTail,
+};
 use crate::{delivery::Hub, rate::TokenBucket};
 
 /// What the host imports of one plugin can reach. Shared by every call of that plugin.
@@ -32,6 +40,8 @@ pub(crate) struct PluginEnv {
     pub max_sends_per_call: u32,
     /// Where sends go.
     pub hub: Arc<Hub>,
+    /// What the plugin may reach over HTTP (nothing without `allowed_hosts`).
+    pub http: Arc<HttpGrant>,
 }
 
 /// The data of one call's `Store`.
@@ -51,6 +61,10 @@ pub(crate) struct CallState {
     pub(super) env: Arc<PluginEnv>,
     /// The end of what the guest wrote to stderr, quoted in fault reports.
     pub(super) stderr: StderrTail,
+    /// `wasi:http` resources' settings.
+    pub(super) http_ctx: WasiHttpCtx,
+    /// Where outbound requests are checked and sent, and when they must end.
+    pub(super) http: CallHttp,
 }
 
 impl std::fmt::Debug for CallState {
