@@ -3,6 +3,7 @@
 //!
 //! Waiting is always polling with a deadline, never a fixed sleep.
 
+pub mod backend;
 pub mod client;
 pub mod cluster;
 pub mod guests;
