@@ -2,7 +2,7 @@
 //! a sidecar's `allowed_hosts` opens, what stays closed (everything without it, loopback
 //! named only by a host name), and the limits (response size, time, concurrent requests).
 //! Every refusal reaches the guest as a `wasi:http` error code it handles: the call goes on
-//! and replies.
+//! and replies. A session whose listener waits on a slow back end keeps its heartbeat.
 
 use std::time::{Duration, Instant};
 
@@ -273,3 +273,68 @@ async fn concurrent_requests_are_capped() {
     );
 }
 
+#[tokio::test]
+async fn a_session_waiting_on_a_slow_back_end_keeps_its_heartbeat_and_order() {
+    let backend = Backend::start().await;
+    let host = host_configured(
+        &format!(
+            "[capabilities]\nallowed_hosts = [\"{}\"]\n[limits]\nhttp_timeout_ms = 5000\ncall_timeout_ms = 6000\n",
+            backend.addr
+        ),
+        // Idle after a second: the listener below waits twice as long.
+        |c| c.server.idle_timeout_secs = 1,
+    )
+    .await;
+    let mut c = host.connect("1", 2, None).await;
+    let mut other = host.connect("2", 2, None).await;
+    let started = Instant::now();
+    c.send("http", json!({"url": backend.url("/slow/2000")}))
+        .await;
+    // Sent while the first is being handled: answered after it, in order.
+    c.send("http", json!({"url": backend.url("/hello")})).await;
+    // Another session is served meanwhile.
+    let got = ask(&mut other, json!({"url": backend.url("/hello")})).await;
+    assert_eq!(got, json!({"status": 200, "body": "hello"}));
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The waiting session's text heartbeat is answered at once, all along, and it is not
+    // closed as idle (its heartbeats are what keeps it alive).
+    let mut pongs = 0;
+    let mut beat = tokio::time::interval(Duration::from_millis(200));
+    let first = loop {
+        beat.tick().await;
+        let sent = Instant::now();
+        c.send_text("ping").await;
+        let text = c.next_text().await;
+        if text == "pong" {
+            pongs += 1;
+            assert!(
+                sent.elapsed() < Duration::from_millis(500),
+                "pong after {:?}",
+                sent.elapsed()
+            );
+            continue;
+        }
+        // The replies may come before the pong of the ping sent just before them.
+        break serde_json::from_str::<Value>(&text).unwrap();
+    };
+    assert!(pongs >= 5, "only {pongs} pongs during a 2 s call");
+    assert_eq!(first["type"], "http-result", "{first}");
+    assert_eq!(first["content"], json!({"status": 200, "body": "slow"}));
+    let rest = [c.next_text().await, c.next_text().await];
+    let second: Vec<&String> = rest.iter().filter(|t| *t != "pong").collect();
+    assert_eq!(second.len(), 1, "{rest:?}");
+    let second: Value = serde_json::from_str(second[0]).unwrap();
+    assert_eq!(
+        second,
+        json!({"type": "http-result", "content": {"status": 200, "body": "hello"}})
+    );
+    c.send_text("ping").await;
+    assert_eq!(c.next_text().await, "pong");
+    // The other session, silent all along, was closed as idle: the timeout was in force.
+    assert_eq!(other.closed().await, Some(4000));
+}

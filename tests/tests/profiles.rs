@@ -75,11 +75,20 @@ async fn yudao_front_end_chat_heartbeat_and_bad_input() {
     ] {
         alice.send_text(bad).await;
     }
+    // A heartbeat is answered at once, even ahead of messages still being handled, so it
+    // marks nothing; a message is handled after the frames before it: its delivery, coming
+    // next, proves that nothing was answered to the bad frames.
     alice.send_text("ping").await;
+    assert_eq!(alice.next_text().await, "pong");
+    let send = json!({"text": "after the bad ones", "toUserId": 1}).to_string();
+    alice
+        .send_text(&json!({"type": "demo-message-send", "content": send}).to_string())
+        .await;
+    let frame = alice.next_json().await;
     assert_eq!(
-        alice.next_text().await,
-        "pong",
-        "nothing was answered to the bad frames"
+        content_of(&frame)["text"],
+        "after the bad ones",
+        "nothing was answered to the bad frames: {frame}"
     );
 }
 

@@ -239,23 +239,54 @@ pub(crate) fn greet(state: &AppState, session: &Session) {
     }
 }
 
-/// Handles one inbound text frame of `session`: heartbeats are answered, messages dispatched
-/// (in order: the caller awaits this before reading the next frame), and bad input answered
-/// with an error envelope or logged, as the profile says.
-pub(crate) async fn handle_text(
+/// What an inbound text frame asks for, after heartbeats are answered.
+pub(crate) enum Work {
+    /// A message for the listener of its type.
+    Message {
+        /// The envelope's type.
+        msg_type: String,
+        /// The envelope's content, checked JSON.
+        content: Box<serde_json::value::RawValue>,
+    },
+    /// Bad input, to be reported (native profile) or logged in its turn.
+    Bad {
+        /// The stable error code.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Reads one inbound text frame of `session`: a heartbeat is answered at once (so it is never
+/// held up behind a slow listener); a message or bad input is returned, to be handled in
+/// order with the session's other messages by [`run`].
+pub(crate) fn read_text(
     state: &AppState,
-    session: &Arc<Session>,
+    session: &Session,
     text_type: &str,
     text: &str,
-) {
+) -> Option<Work> {
     metrics::counter!("switchboard_messages_in_total", "profile" => session.profile.name())
         .increment(1);
     let max_depth = state.config.server.max_json_depth;
     match session.profile.parse_limited(text, text_type, max_depth) {
         Ok(Inbound::Reply(reply)) => {
             session.push(Frame::Text(reply.into()));
+            None
         }
-        Ok(Inbound::Message { msg_type, content }) => {
+        Ok(Inbound::Message { msg_type, content }) => Some(Work::Message { msg_type, content }),
+        Err(e) => Some(Work::Bad {
+            code: e.code(),
+            message: e.to_string(),
+        }),
+    }
+}
+
+/// Handles what [`read_text`] returned: dispatches a message (the caller runs one at a time,
+/// in order) or reports bad input, with an error envelope or a log line as the profile says.
+pub(crate) async fn run(state: &AppState, session: &Arc<Session>, work: Work) {
+    match work {
+        Work::Message { msg_type, content } => {
             let result = state
                 .dispatcher
                 .dispatch(session.clone(), msg_type.clone(), content)
@@ -264,7 +295,7 @@ pub(crate) async fn handle_text(
                 report(session, e.code(), &e.to_string(), Some(&msg_type));
             }
         }
-        Err(e) => report(session, e.code(), &e.to_string(), None),
+        Work::Bad { code, message } => report(session, code, &message, None),
     }
 }
 

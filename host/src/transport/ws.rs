@@ -1,10 +1,14 @@
 //! The WebSocket transport: upgrade, then one task per connection running a read loop and a
 //! write loop side by side.
 //!
-//! The read loop owns the inbound half: it enforces the rate limit and the idle timeout and
-//! dispatches messages one at a time, in order. The write loop owns the outbound half: it
-//! drains the session's bounded queue (batching frames into one flush), sends protocol pings,
-//! and sends the close frame with the session's close code.
+//! The read loop owns the inbound half: it enforces the rate limit and the idle timeout,
+//! answers heartbeats at once and queues messages for the dispatch loop, which hands them to
+//! the listeners one at a time, in order. Reading goes on while a listener works (a listener
+//! waiting seconds on a back end does not stall the session's heartbeats or trip its idle
+//! timeout); the queue holds at most `server.messages_burst` messages, and when it is full the
+//! read loop waits for room. The write loop owns the outbound half: it drains the session's
+//! bounded queue (batching frames into one flush), sends protocol pings, and sends the close
+//! frame with the session's close code.
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,7 +26,7 @@ use futures_util::{
 use http::HeaderMap;
 use tokio::{sync::mpsc, time::Instant};
 
-use super::{ConnectionGauge, admit, greet, handle_text, report};
+use super::{ConnectionGauge, Work, admit, greet, read_text, report, run};
 use crate::{
     accept::Conn,
     close_codes,
@@ -36,6 +40,9 @@ use crate::{
 
 /// Frames written per flush at most, so one busy session cannot hog its task.
 const WRITE_BATCH: usize = 64;
+/// Messages read ahead of the dispatch loop at most, whatever `server.messages_burst` says
+/// (each may be up to `server.max_frame_bytes`).
+const MAX_READ_AHEAD: u32 = 1024;
 
 /// `GET <endpoint path>` with `Upgrade: websocket`.
 /// The write half of a WebSocket.
@@ -115,9 +122,21 @@ async fn serve(
         .heartbeat_secs
         .unwrap_or(state.config.server.ping_interval_secs);
     let ping_every = Duration::from_secs(ping_every.max(1));
+    let read_ahead = state.config.server.messages_burst.clamp(1, MAX_READ_AHEAD) as usize;
+    let (work, queued) = mpsc::channel(read_ahead);
+    let inbound = async {
+        let (client_closed, ()) = tokio::join!(
+            read_loop(state, endpoint, session, gate, &mut stream, work),
+            dispatch_loop(state, session, gate, queued),
+        );
+        // The client left: what it sent before has been handled; now the session closes.
+        if let Some(code) = client_closed {
+            session.close(code);
+        }
+    };
     let ((), sink) = tokio::join!(
-        read_loop(state, endpoint, session, gate, &mut stream),
-        write_loop(session, sink, &mut outbound, ping_every),
+        inbound,
+        write_loop(session, sink, &mut outbound, ping_every)
     );
     // Unregistered first, so listeners see the user's remaining sessions only.
     drop(registration);
@@ -130,36 +149,34 @@ async fn serve(
     }
 }
 
+/// Reads frames until the session closes or the client leaves; returns the close code when the
+/// client left (the session closes once the queued messages are handled), `None` when the
+/// host closed the session.
 async fn read_loop(
     state: &AppState,
     endpoint: &EndpointConfig,
     session: &Arc<Session>,
     gate: &Gate,
     stream: &mut Incoming,
-) {
+    work: mpsc::Sender<Work>,
+) -> Option<u16> {
     let idle = Duration::from_secs(state.config.server.idle_timeout_secs.max(1));
     let deadline = tokio::time::sleep(idle);
     tokio::pin!(deadline);
     loop {
         let frame = tokio::select! {
             biased;
-            () = session.closing() => return,
+            () = session.closing() => return None,
             () = &mut deadline => {
                 session.close(close_codes::IDLE_TIMEOUT);
-                return;
+                return None;
             }
             frame = stream.next() => frame,
         };
         deadline.as_mut().reset(Instant::now() + idle);
         let frame = match frame {
-            Some(Ok(Message::Close(_))) | None => {
-                session.close(close_codes::NORMAL);
-                return;
-            }
-            Some(Err(e)) => {
-                session.close(close_code_for(e));
-                return;
-            }
+            Some(Ok(Message::Close(_))) | None => return Some(close_codes::NORMAL),
+            Some(Err(e)) => return Some(close_code_for(e)),
             Some(Ok(frame)) => frame,
         };
         // Every frame counts against the message rate, pings, pongs and binary frames
@@ -180,19 +197,54 @@ async fn read_loop(
             }
             Verdict::Abuse => {
                 session.close(close_codes::POLICY_VIOLATION);
-                return;
+                return None;
             }
         }
-        match frame {
-            Message::Text(text) => {
-                // In turn with `POST /api/v1/dispatch` calls naming this session.
-                let _turn = gate.turn().await;
-                handle_text(state, session, &endpoint.text_type, text.as_str()).await;
-            }
-            Message::Binary(_) => report(session, "binary_not_supported", "send text frames", None),
+        let queued = match frame {
+            Message::Text(text) => read_text(state, session, &endpoint.text_type, text.as_str()),
+            Message::Binary(_) => Some(Work::Bad {
+                code: "binary_not_supported",
+                message: "send text frames".into(),
+            }),
             // Pings are answered by the protocol layer.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => None,
+        };
+        let Some(queued) = queued else { continue };
+        // A full queue (more than `messages_burst` messages waiting for the listeners) stops
+        // reading until there is room: the client is busy, not idle.
+        tokio::select! {
+            biased;
+            () = session.closing() => return None,
+            sent = work.send(queued) => {
+                if sent.is_err() {
+                    return None;
+                }
+            }
         }
+        deadline.as_mut().reset(Instant::now() + idle);
+    }
+}
+
+/// Hands queued messages to the listeners one at a time, in the order they were read, until
+/// the read loop ends and the queue is empty, or the host closes the session.
+async fn dispatch_loop(
+    state: &AppState,
+    session: &Arc<Session>,
+    gate: &Gate,
+    mut queued: mpsc::Receiver<Work>,
+) {
+    loop {
+        let work = tokio::select! {
+            biased;
+            () = session.closing() => return,
+            work = queued.recv() => match work {
+                Some(work) => work,
+                None => return,
+            },
+        };
+        // In turn with `POST /api/v1/dispatch` calls naming this session.
+        let _turn = gate.turn().await;
+        run(state, session, work).await;
     }
 }
 
