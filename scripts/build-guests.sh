@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds every component the end-to-end tests load, once, before they run (the tests read
-# them and never build): the example plugins, the test guests (tests/guests), the
-# `versioned` guest at versions 1 and 2, the JavaScript, Python and C example plugins, and
-# js-greet with its version changed (the hot-reload test). Output goes under
+# them and never build): the example plugins, the test guests (tests/guests: Rust, and
+# JavaScript in tests/guests/js-*), the `versioned` guest at versions 1 and 2, the
+# JavaScript, Python and C example plugins, and js-greet with its version changed (the
+# hot-reload test). Output goes under
 # $SWITCHBOARD_GUEST_TARGET_DIR (default target/guests), where tests/src/guests.rs looks.
 # Unchanged guests are not rebuilt. Language toolchains are installed on first use.
 set -euo pipefail
@@ -39,4 +40,9 @@ reloaded="$guests/polyglot-reloaded/js-greet"
 mkdir -p "$reloaded"
 sed "s/$original/const VERSION = '0.2.0';/" plugins/js-greet/listener.js >"$reloaded/listener.js"
 guest-sdk/js/build.sh "$reloaded" "$guests/polyglot-reloaded/js-greet.wasm" >/dev/null
+
+echo "guests: JavaScript test guests" >&2
+for dir in tests/guests/js-*/; do
+    guest-sdk/js/build.sh "$dir" "$guests/js-test/$(basename "$dir").wasm" >/dev/null
+done
 echo "guests: built under $guests" >&2

@@ -7,9 +7,10 @@
 // current directory (componentize-js maps the current directory as the guest's `/`). Run it
 // from the folder that holds both the listener and the helpers it imports.
 //
-// Only the WASI features a listener can use are kept: stdio (console output, discarded by the
-// host), random and clocks. `http` and `fetch-event` are disabled so the component does not
-// import wasi:http, which the host does not provide.
+// The WASI features a listener can use are kept: stdio (console output, discarded by the
+// host), random, clocks and `http` (`fetch()` through wasi:http/outgoing-handler, which the
+// host allows per plugin with `[capabilities] allowed_hosts`). `fetch-event` (serving
+// incoming HTTP requests) is disabled: a listener is not an HTTP server.
 
 import { writeFile, rename } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -37,7 +38,7 @@ const { component } = await componentize({
   sourcePath: source,
   witPath,
   worldName,
-  disableFeatures: ['http', 'fetch-event'],
+  disableFeatures: ['fetch-event'],
 });
 const tmp = `${out}.tmp${process.pid}`;
 await writeFile(tmp, component);

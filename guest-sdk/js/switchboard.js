@@ -199,13 +199,108 @@ function parseContent(text) {
 }
 
 /**
+ * Timers work inside a call: an async handler may `await new Promise((r) => setTimeout(r, 10))`.
+ * A timer cannot outlive its call, though: the host ends the call when the handler returns
+ * (or its promise settles), and a callback still waiting then would never run. Such timers are
+ * tracked, cancelled when the handler finishes, and reported as the listener's error, instead
+ * of silently never firing.
+ */
+const pendingTimers = new Set();
+const runtimeTimers = {
+  setTimeout: globalThis.setTimeout,
+  clearTimeout: globalThis.clearTimeout,
+  setInterval: globalThis.setInterval,
+  clearInterval: globalThis.clearInterval,
+};
+if (typeof runtimeTimers.setTimeout === 'function') {
+  globalThis.setTimeout = (callback, ms, ...args) => {
+    const id = runtimeTimers.setTimeout(() => {
+      pendingTimers.delete(id);
+      callback(...args);
+    }, ms);
+    pendingTimers.add(id);
+    return id;
+  };
+  globalThis.clearTimeout = (id) => {
+    pendingTimers.delete(id);
+    runtimeTimers.clearTimeout(id);
+  };
+}
+if (typeof runtimeTimers.setInterval === 'function') {
+  globalThis.setInterval = (callback, ms, ...args) => {
+    const id = runtimeTimers.setInterval(callback, ms, ...args);
+    pendingTimers.add(id);
+    return id;
+  };
+  globalThis.clearInterval = (id) => {
+    pendingTimers.delete(id);
+    runtimeTimers.clearInterval(id);
+  };
+}
+
+/** Cancels the timers a handler left behind; returns the error that reports them, if any. */
+function leftoverTimers() {
+  const count = pendingTimers.size;
+  if (count === 0) return undefined;
+  for (const id of pendingTimers) {
+    runtimeTimers.clearTimeout?.(id);
+    runtimeTimers.clearInterval?.(id);
+  }
+  pendingTimers.clear();
+  return otherError(
+    `${count} timer(s) from setTimeout/setInterval were still pending when the handler ` +
+      'finished; a call ends when its handler returns or its promise settles, so they would ' +
+      'never run: await them inside the handler',
+  );
+}
+
+/** The text of anything thrown or rejected. */
+function messageOf(e) {
+  if (e instanceof Error) return e.message || String(e);
+  if (typeof e === 'string') return e;
+  try {
+    return JSON.stringify(e) ?? String(e);
+  } catch {
+    return String(e);
+  }
+}
+
+/**
+ * A handler's result as the export returns it: nothing for a synchronous handler (its
+ * exceptions propagate as before), and for an async handler (one that returns a promise) a
+ * promise the host's call awaits: componentize-js runs the event loop until it settles, so
+ * `await fetch(...)` works. A rejection becomes the listener's error: a `ListenerError`
+ * as it is, anything else as `other` with its message (a `listener_error` for the sender).
+ * Timers still pending when the handler finishes are an error too (see `leftoverTimers`).
+ */
+function settle(result) {
+  if (!result || typeof result.then !== 'function') {
+    const leftover = leftoverTimers();
+    if (leftover) throw leftover;
+    return undefined;
+  }
+  return Promise.resolve(result).then(
+    () => {
+      const leftover = leftoverTimers();
+      if (leftover) throw leftover;
+    },
+    (e) => {
+      leftoverTimers();
+      throw e instanceof ListenerError ? e : otherError(messageOf(e));
+    },
+  );
+}
+
+/**
  * Makes the `listener` export.
  *
  * @param {object} spec
  * @param {string} spec.name unique among loaded plugins
  * @param {string} spec.version shown with every fault report
- * @param {Record<string, (ctx: Context, content: any, type: string) => void>} [spec.on]
- *   a handler per message type; the claimed types are its keys
+ * @param {Record<string, (ctx: Context, content: any, type: string) => void | Promise<void>>} [spec.on]
+ *   a handler per message type; the claimed types are its keys. A handler may be `async`
+ *   (e.g. to `await fetch(...)`): the call lasts until its promise settles, and a rejection
+ *   becomes the listener's error
  * @param {string[]} [spec.messageTypes] claimed types, when `onMessage` handles them
  * @param {(ctx: Context, type: string, content: any) => void} [spec.onMessage]
  * @param {(ctx: Context) => void} [spec.onConnect] a session opened
@@ -224,18 +319,17 @@ export function defineListener(spec) {
       const value = parseContent(content);
       const handler = on[type];
       if (handler) {
-        handler(ctx, value, type);
+        return settle(handler(ctx, value, type));
       } else if (spec.onMessage) {
-        spec.onMessage(ctx, type, value);
-      } else {
-        throw otherError(`no handler for ${type}`);
+        return settle(spec.onMessage(ctx, type, value));
       }
+      throw otherError(`no handler for ${type}`);
     },
     onConnect(session) {
-      spec.onConnect?.(new Context(session));
+      return settle(spec.onConnect?.(new Context(session)));
     },
     onDisconnect(session) {
-      spec.onDisconnect?.(new Context(session));
+      return settle(spec.onDisconnect?.(new Context(session)));
     },
   };
 }

@@ -338,3 +338,137 @@ async fn a_session_waiting_on_a_slow_back_end_keeps_its_heartbeat_and_order() {
     // The other session, silent all along, was closed as idle: the timeout was in force.
     assert_eq!(other.closed().await, Some(4000));
 }
+
+/// The JavaScript example `plugins/js-notes` under a sidecar naming `backend_url`.
+async fn js_notes(backend: &Backend, allowed: &str, path: &str) -> TestHost {
+    let host = TestHost::start(&[]).await;
+    write_js_notes_sidecar(&host, backend, allowed, path);
+    host.install_plugin("js-notes", &guests::prebuilt("polyglot-dist/js-notes.wasm"));
+    eventually(PATIENCE * 6, "js-notes to load", async || {
+        let list = host.plugins().await;
+        list["plugins"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "js-notes")
+            .then_some(())
+    })
+    .await;
+    host
+}
+
+fn write_js_notes_sidecar(host: &TestHost, backend: &Backend, allowed: &str, path: &str) {
+    let sidecar = format!(
+        "message_types = [\"note-save\"]\n[capabilities]\nallowed_hosts = [{allowed}]\n\
+         [config]\nbackend_url = \"{}\"\n[limits]\nhttp_timeout_ms = 2000\ncall_timeout_ms = 5000\n\
+         [instances]\nreuse = true\n",
+        backend.url(path)
+    );
+    let tmp = host.plugins_dir.join(".js-notes.toml.tmp");
+    std::fs::write(&tmp, sidecar).unwrap();
+    std::fs::rename(&tmp, host.plugins_dir.join("js-notes.toml")).unwrap();
+}
+
+#[tokio::test]
+async fn a_javascript_listener_posts_a_note_and_replies_with_its_id() {
+    let backend = Backend::start().await;
+    let host = js_notes(&backend, &format!("\"{}\"", backend.addr), "/notes").await;
+    let mut c = host.connect("7", 2, None).await;
+    c.send("note-save", json!({"text": "buy milk"})).await;
+    assert_eq!(c.expect("note-saved").await, json!({"id": 1}));
+    c.send("note-save", json!({"text": "call home"})).await;
+    assert_eq!(c.expect("note-saved").await, json!({"id": 2}));
+    assert_eq!(
+        backend.notes(),
+        vec![
+            json!({"text": "buy milk", "userId": "7"}),
+            json!({"text": "call home", "userId": "7"})
+        ]
+    );
+
+    // An error thrown after an `await` (the back end answers 404) is a listener_error with
+    // its message, not a silence.
+    write_js_notes_sidecar(
+        &host,
+        &backend,
+        &format!("\"{}\"", backend.addr),
+        "/missing",
+    );
+    let error = eventually(PATIENCE * 3, "the 404 to be reported", async || {
+        c.send("note-save", json!({"text": "x"})).await;
+        let v = c.next_json().await;
+        (v["type"] == "error").then_some(v["content"].clone())
+    })
+    .await;
+    assert_eq!(error["code"], "listener_error", "{error}");
+    assert_eq!(error["message"], "the back end answered 404", "{error}");
+
+    // A refused fetch rejects its promise: a listener_error with the runtime's message.
+    write_js_notes_sidecar(&host, &backend, "", "/notes");
+    let refused = json!({
+        "code": "listener_error",
+        "message": "NetworkError when attempting to fetch resource",
+        "type": "note-save"
+    });
+    eventually(PATIENCE * 3, "the refusal to be reported", async || {
+        c.send("note-save", json!({"text": "y"})).await;
+        let v = c.next_json().await;
+        (v["content"] == refused).then_some(())
+    })
+    .await;
+    let before = backend.requests();
+    c.send("note-save", json!({"text": "z"})).await;
+    assert_eq!(c.expect("error").await, refused);
+    assert_eq!(
+        backend.requests(),
+        before,
+        "a refused request reached the back end"
+    );
+    let list = host.plugins().await;
+    assert_eq!(list["plugins"][0]["faults"], 0, "{list}");
+}
+
+#[tokio::test]
+async fn javascript_promises_and_timers_end_with_the_call() {
+    let host = TestHost::start(&[]).await;
+    host.install_plugin("js-timers", &guests::prebuilt("js-test/js-timers.wasm"));
+    eventually(PATIENCE * 6, "js-timers to load", async || {
+        let list = host.plugins().await;
+        list["plugins"]
+            .as_array()?
+            .iter()
+            .any(|p| p["name"] == "js-timers")
+            .then_some(())
+    })
+    .await;
+    let mut c = host.connect("1", 2, None).await;
+    // A timer awaited inside the handler fires.
+    c.send("timer-await", json!({})).await;
+    assert_eq!(c.expect("timer-done").await, json!({}));
+    // One left behind could never fire: the call says so instead of dropping it silently.
+    c.send("timer-leak", json!({})).await;
+    let error = c.expect("error").await;
+    assert_eq!(error["code"], "listener_error", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("1 timer(s) from setTimeout/setInterval were still pending"),
+        "{error}"
+    );
+    // An error after an await, and a rejected promise, carry their messages.
+    for (msg_type, message) in [
+        ("throw-after-await", "boom after await"),
+        ("reject", "rejected on purpose"),
+    ] {
+        c.send(msg_type, json!({})).await;
+        assert_eq!(
+            c.expect("error").await,
+            json!({"code": "listener_error", "message": message, "type": msg_type})
+        );
+    }
+    // The instance is still good.
+    c.send("timer-await", json!({})).await;
+    assert_eq!(c.expect("timer-done").await, json!({}));
+    let list = host.plugins().await;
+    assert_eq!(list["plugins"][0]["faults"], 0, "{list}");
+}
