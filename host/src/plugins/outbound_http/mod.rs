@@ -25,12 +25,9 @@ mod send;
 use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
-use wasmtime_wasi_http::{
-    Error, RequestOptions, WasiBody, WasiHttpCtxView, WasiHttpHooks, WasiHttpView,
-};
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use self::allow::AllowList;
-use super::state::CallState;
 use crate::rate::{TokenBucket, Verdict};
 
 /// Log lines about failed requests one plugin may cause per second.
@@ -122,15 +119,5 @@ impl WasiHttpHooks for CallHttp {
         let grant = self.grant.clone();
         let ends = self.requests_end;
         Box::new(async move { send::send(grant, request, options, ends).await })
-    }
-}
-
-impl WasiHttpView for CallState {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            hooks: &mut self.http,
-            table: &mut self.table,
-            ctx: &mut self.http_ctx,
-        }
     }
 }
