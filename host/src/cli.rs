@@ -1,4 +1,4 @@
-//! The `switchboard` command line: `serve`, `token`, `plugin check`.
+//! The `switchboard` command line: `serve`, `token`, `config check|defaults`, `plugin check`.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -52,12 +52,32 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Config tools.
+    Config {
+        /// What to do with config files.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Plugin tools.
     Plugin {
         /// What to do with plugins.
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+/// `switchboard config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a config file as `serve` would read it (environment overrides included) and
+    /// print every problem; exit code 0 when it is good, 1 when it has problems, 2 when it
+    /// cannot be read.
+    Check {
+        /// The config file.
+        file: PathBuf,
+    },
+    /// Print a complete config file: every key at its default, with its description.
+    Defaults,
 }
 
 /// `switchboard plugin ...`
@@ -76,6 +96,30 @@ pub enum PluginCommand {
 /// Loads the config from `path` and the process environment.
 pub fn load_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
     Config::load(path, std::env::vars())
+}
+
+/// `switchboard config check`: every problem on stderr, or `FILE: ok` on stdout; the exit code.
+pub fn config_check(file: &std::path::Path) -> i32 {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("{}: cannot be read: {e}", file.display());
+            return 2;
+        }
+    };
+    let problems = Config::check_all(
+        &text,
+        &file.display().to_string(),
+        std::env::vars().collect(),
+    );
+    if problems.is_empty() {
+        println!("{}: ok", file.display());
+        return 0;
+    }
+    for problem in &problems {
+        eprintln!("{problem}");
+    }
+    1
 }
 
 /// `switchboard token`: the token alone on stdout.

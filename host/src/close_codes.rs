@@ -8,6 +8,7 @@
 //! | 1007 | invalid payload | a text frame that is not UTF-8 | fix the client |
 //! | 1008 | policy violation | sustained message rate abuse | reconnect later, slower |
 //! | 1009 | message too big | a frame over `server.max_frame_bytes` | send smaller frames |
+//! | 1012 | service restart | the node is draining (taken out of service) | reconnect at once (the load balancer sends it to another node) |
 //! | 4000 | idle timeout | nothing received for `server.idle_timeout_secs` | reconnect; keep heartbeats on |
 //! | 4001 | slow consumer | its outbound queue (`server.outbound_queue`) overflowed | reconnect; messages were dropped |
 //! | 4002 | session replaced | a newer connection of the same user (one-session-per-user endpoints) | not reconnect automatically |
@@ -28,6 +29,8 @@ pub const INVALID_PAYLOAD: u16 = 1007;
 pub const POLICY_VIOLATION: u16 = 1008;
 /// A frame exceeded the size limit.
 pub const MESSAGE_TOO_BIG: u16 = 1009;
+/// The node is draining: reconnect at once, to another node.
+pub const SERVICE_RESTART: u16 = 1012;
 /// Nothing was received within the idle timeout.
 pub const IDLE_TIMEOUT: u16 = 4000;
 /// The outbound queue overflowed because the client does not read fast enough.
@@ -48,6 +51,7 @@ pub fn reason(code: u16) -> &'static str {
         INVALID_PAYLOAD => "invalid utf-8",
         POLICY_VIOLATION => "message rate exceeded",
         MESSAGE_TOO_BIG => "frame too large",
+        SERVICE_RESTART => "node draining; reconnect",
         IDLE_TIMEOUT => "idle timeout",
         SLOW_CONSUMER => "slow consumer",
         SESSION_REPLACED => "session replaced",

@@ -7,9 +7,11 @@
 
 mod auth;
 mod check;
+pub mod defaults;
 mod endpoints;
 mod env;
 mod ingest;
+mod load;
 pub mod plugin_ranges;
 mod presets;
 
@@ -20,7 +22,7 @@ pub use presets::effective as effective_provider;
 
 pub use ingest::{IngestConfig, IngestKind};
 
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -132,6 +134,11 @@ pub struct ServerConfig {
     pub dev_tokens: bool,
     /// Log format: `text` or `json`.
     pub log_format: LogFormat,
+    /// What is logged: `tracing` filter directives, e.g. `info,switchboard=debug`. The
+    /// `SWITCHBOARD_LOG` (or `RUST_LOG`) variable, when set, is used instead.
+    pub log_filter: String,
+    /// A drain closes this node's sessions spread over this many seconds.
+    pub drain_period_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -162,9 +169,14 @@ impl Default for ServerConfig {
             max_json_depth: 64,
             dev_tokens: false,
             log_format: LogFormat::Text,
+            log_filter: DEFAULT_LOG_FILTER.to_owned(),
+            drain_period_secs: 30,
         }
     }
 }
+
+/// `server.log_filter` by default: the host's own messages, the compiler's warnings only.
+pub const DEFAULT_LOG_FILTER: &str = "info,wasmtime=warn,cranelift=warn";
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -480,34 +492,20 @@ impl Config {
         source: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
-        // The file alone first, so its errors carry a line number.
-        let mut table: toml::Table = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{source}{}", describe_toml_error(text, &e)))?;
-        toml::from_str::<Config>(text)
-            .map_err(|e| anyhow::anyhow!("{source}{}", describe_toml_error(text, &e)))?;
-        let mut from_env: HashMap<String, String> = HashMap::new();
-        for (name, value) in env {
-            if let Some(o) = env::read(&name, &value)? {
-                from_env.insert(o.dotted(), o.var.clone());
-                o.apply(&mut table)?;
-            }
-        }
-        let config = Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| anyhow::anyhow!("{source} with environment overrides: {e}"))?;
-        config
-            .validate()
-            .map_err(|e| match e.downcast_ref::<Invalid>() {
-                Some(invalid) => {
-                    let origin = from_env
-                        .iter()
-                        .find(|(key, _)| {
-                            invalid.key == **key || invalid.key.starts_with(&format!("{key}["))
-                        })
-                        .map_or(source, |(_, var)| var.as_str());
-                    anyhow::anyhow!("{origin}: {invalid}")
-                }
-                None => anyhow::anyhow!("{source}: {e:#}"),
-            })?;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        load::parse(text, source, &env).map_err(|p| anyhow::anyhow!("{p}"))
+    }
+
+    /// Every problem of a config file and the environment's overrides, each once (an empty
+    /// list: it loads). A problem's line is set aside to look past it.
+    pub fn check_all(text: &str, source: &str, env: Vec<(String, String)>) -> Vec<String> {
+        load::check_all(text, source, env)
+    }
+
+    /// A config from a table of values, checked as a loaded one is.
+    pub(crate) fn deserialize_table(table: toml::Table) -> anyhow::Result<Self> {
+        let config = Config::deserialize(toml::Value::Table(table))?;
+        config.validate()?;
         Ok(config)
     }
 
@@ -540,7 +538,7 @@ impl Config {
         ]
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    pub(super) fn validate(&self) -> anyhow::Result<()> {
         check::server(&self.server)?;
         presets::check_all(&self.auth)?;
         check::cluster(&self.cluster)?;
@@ -550,59 +548,6 @@ impl Config {
         plugin_ranges::check_host(&self.plugins)?;
         Ok(())
     }
-}
-
-/// `:LINE: KEY: message` for an error in the file, with the dotted key found from its span.
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim_end();
-    const FIX: &str = "(README.md, \"Configuration\", lists every key with its type and range)";
-    let Some(span) = e.span() else {
-        return format!(": {message} {FIX}");
-    };
-    let start = span.start.min(text.len());
-    let line = text[..start].matches('\n').count() + 1;
-    match key_at(text, start) {
-        Some(key) => format!(":{line}: {key}: {message} {FIX}"),
-        None => format!(":{line}: {message} {FIX}"),
-    }
-}
-
-/// The dotted key of the setting at byte `offset`: the `[section]` (or `[[array]]` entry) the
-/// line is in, and the key the line sets.
-fn key_at(text: &str, offset: usize) -> Option<String> {
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let line = text[line_start..line_end].trim();
-    let header = |l: &str| {
-        let l = l.trim();
-        let inner = l
-            .strip_prefix("[[")
-            .and_then(|r| r.split("]]").next())
-            .map(|name| (name.trim().to_owned(), true))
-            .or_else(|| {
-                l.strip_prefix('[')
-                    .and_then(|r| r.split(']').next())
-                    .map(|name| (name.trim().to_owned(), false))
-            })?;
-        Some(inner)
-    };
-    if let Some((name, _)) = header(line) {
-        return Some(name);
-    }
-    let key = line.split('=').next()?.trim().trim_matches('"');
-    if key.is_empty() {
-        return None;
-    }
-    let headers: Vec<(String, bool)> = text[..line_start].lines().filter_map(header).collect();
-    let section = headers.last().map(|(name, array)| {
-        let index = headers.iter().filter(|h| h.1 && h.0 == *name).count();
-        (name.clone(), *array, index.saturating_sub(1))
-    });
-    Some(match section {
-        Some((name, true, index)) => format!("{name}[{index}].{key}"),
-        Some((name, false, _)) => format!("{name}.{key}"),
-        None => key.to_owned(),
-    })
 }
 
 #[cfg(test)]

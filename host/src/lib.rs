@@ -16,6 +16,7 @@
 //! | 0 | [`config`] | the TOML file, `SWITCHBOARD_<SECTION>__<KEY>` overrides, every range |
 //! | 0 | [`envelope`] | the wire format and the compatibility profiles |
 //! | 0 | [`close_codes`] | every close code the host sends, and what a client should do |
+//! | 0 | [`recent`] | the last warnings and errors logged, for the admin page |
 //! | 0 | `telemetry` | every metric, described and registered at zero in one place |
 //! | 0 | `target` | who a message goes to: targets and tenant scopes |
 //! | 0 | `via` | which channels (transports, endpoints) a delivery may use |
@@ -31,9 +32,10 @@
 //! | 5 | `ingest` | consuming what a back end's framework sender publishes (yudao, RuoYi-Vue-Plus) |
 //! | 6 | [`plugins`] | the wasmtime runtime, loading, routes, hot reload, host imports, contract versions, key-value state |
 //! | 7 | `http_error`, `accept`, `state` | the HTTP error shape, the accept loop, handler state |
-//! | 8 | `transport`, `api`, `web` | connections, the HTTP API, the demo page |
-//! | 9 | [`server`] | [`server::run`]: wires everything into one server |
-//! | 10 | [`cli`] | the `switchboard` command line |
+//! | 8 | `reload`, `drain` | applying a re-read config live; taking the node out of service |
+//! | 9 | `transport`, `api`, `web` | connections, the HTTP API (operator actions included), the demo page |
+//! | 10 | [`server`] | [`server::run`]: wires everything into one server |
+//! | 11 | [`cli`] | the `switchboard` command line |
 //!
 //! # Public API
 //!
@@ -60,13 +62,16 @@ pub(crate) mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;
+pub(crate) mod drain;
 pub mod envelope;
 pub mod frame;
 pub(crate) mod http_error;
 pub(crate) mod ingest;
 pub mod plugins;
 pub(crate) mod rate;
+pub mod recent;
 pub(crate) mod recheck;
+pub(crate) mod reload;
 pub mod server;
 pub mod sessions;
 pub(crate) mod state;

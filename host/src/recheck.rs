@@ -6,6 +6,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+use arc_swap::ArcSwap;
 use futures_util::{StreamExt as _, stream};
 use tokio_util::sync::CancellationToken;
 
@@ -19,9 +20,14 @@ use crate::{
 /// flood the back end.
 const CONCURRENCY: usize = 16;
 
-/// Starts one re-check task per provider; they end when `stop` is cancelled.
-pub(crate) fn start(providers: Arc<Providers>, registry: Arc<Registry>, stop: CancellationToken) {
-    for (index, provider) in providers.iter() {
+/// Starts one re-check task per provider; they end when `stop` is cancelled. Each round uses
+/// the providers in force (a reload swaps them; it keeps their number and order).
+pub(crate) fn start(
+    providers: Arc<ArcSwap<Providers>>,
+    registry: Arc<Registry>,
+    stop: CancellationToken,
+) {
+    for (index, provider) in providers.load().iter() {
         let every = provider.recheck_interval();
         let (providers, registry, stop) = (providers.clone(), registry.clone(), stop.clone());
         tokio::spawn(async move {
@@ -33,7 +39,7 @@ pub(crate) fn start(providers: Arc<Providers>, registry: Arc<Registry>, stop: Ca
                     () = stop.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                round(&providers, index, &registry).await;
+                round(&providers.load_full(), index, &registry).await;
             }
         });
     }

@@ -2,9 +2,10 @@
 //! part and serves until shutdown. `main` only parses the command line, loads the config and
 //! binds, so tests run real servers on `127.0.0.1:0` with a shutdown of their own.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
+use arc_swap::ArcSwap;
 use axum::{Router, routing::get};
 use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -20,6 +21,28 @@ use crate::{
     state::AppState,
     transport,
 };
+
+pub use crate::state::LogFilterSetter;
+
+/// What the binary adds to a server started by [`run_with`].
+#[derive(Default)]
+pub struct Options {
+    /// The config file: a reload reads it again (with the environment's overrides).
+    pub config_path: Option<PathBuf>,
+    /// Reload the config on SIGHUP, drain the node on SIGUSR1.
+    pub signals: bool,
+    /// Changes the process's log filter when a reload changes `server.log_filter`.
+    pub log_filter: Option<LogFilterSetter>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("config_path", &self.config_path)
+            .field("signals", &self.signals)
+            .finish_non_exhaustive()
+    }
+}
 
 fn node_id(config: &Config) -> Arc<str> {
     match &config.cluster.node_id {
@@ -77,6 +100,16 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    run_with(listener, config, shutdown, Options::default()).await
+}
+
+/// [`run`], with reloads from `options.config_path` and the process's signals.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: Options,
+) -> anyhow::Result<()> {
     // First: metric handles taken while starting (a plugin's counters) bind to the recorder
     // installed at that moment.
     let metrics = crate::telemetry::recorder()?;
@@ -84,7 +117,9 @@ pub async fn run(
     let limits =
         crate::accept::Limits::new(&config.server, crate::accept::raise_open_file_limit())?;
     let config = Arc::new(config);
-    let auth = Arc::new(Providers::new(&config.auth).context("auth config")?);
+    let auth = Arc::new(ArcSwap::from_pointee(
+        Providers::new(&config.auth).context("auth config")?,
+    ));
     let node_id = node_id(&config);
     let registry = Registry::new(config.server.max_connections_per_user);
     // Stopped after the sessions have closed, so the cluster hears of their departure.
@@ -125,7 +160,11 @@ pub async fn run(
         .context("starting the plugin host")?;
     let state = AppState {
         config: config.clone(),
-        auth,
+        live: Arc::new(ArcSwap::new(config.clone())),
+        providers: auth,
+        config_path: options.config_path.map(Arc::new),
+        log_filter: options.log_filter,
+        draining: CancellationToken::new(),
         hub,
         dispatcher: plugins.clone(),
         connections: Arc::new(Semaphore::new(limits.sessions)),
@@ -151,6 +190,9 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node_id = %node_id, broker = state.hub.broker.name(), "switchboard listening");
 
+    if options.signals {
+        listen_for_signals(state.clone())?;
+    }
     let token = state.shutdown.clone();
     let tracker = state.tracker.clone();
     let grace = Duration::from_secs(config.server.shutdown_timeout_secs);
@@ -188,5 +230,27 @@ pub async fn run(
         Ok(joined) => joined.context("server task")?,
         Err(_) => tracing::warn!("HTTP server did not stop within 1s after sessions closed"),
     }
+    Ok(())
+}
+
+/// SIGHUP: reload the config; SIGUSR1: drain. The task ends with the host.
+fn listen_for_signals(state: AppState) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    let mut user1 = signal(SignalKind::user_defined1()).context("listening for SIGUSR1")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = state.shutdown.cancelled() => return,
+                Some(()) = hangup.recv() => {
+                    let outcome = crate::reload::from_file(&state);
+                    crate::reload::log_outcome("SIGHUP", &outcome);
+                }
+                Some(()) = user1.recv() => {
+                    crate::drain::start(&state);
+                }
+            }
+        }
+    });
     Ok(())
 }

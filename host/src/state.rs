@@ -1,7 +1,8 @@
 //! [`AppState`]: what every HTTP handler and connection task can reach.
 
-use std::sync::Arc;
+use std::{path::PathBuf, sync::Arc};
 
+use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -14,13 +15,24 @@ use crate::{
     rate::{TokenBucket, gate::Gates, sources::SourceBudgets},
 };
 
+/// Sets the running process's log filter (`server.log_filter`).
+pub type LogFilterSetter = Arc<dyn Fn(&str) -> anyhow::Result<()> + Send + Sync>;
+
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct AppState {
-    /// The configuration in force.
+    /// The configuration at start: what a reload cannot change reads it.
     pub config: Arc<Config>,
-    /// Verifies client tokens: `[auth]` and every `[auth.providers.NAME]`.
-    pub auth: Arc<Providers>,
+    /// The configuration with the keys a reload can change as last reloaded (see `reload`).
+    pub live: Arc<ArcSwap<Config>>,
+    /// Verifies client tokens: `[auth]` and every `[auth.providers.NAME]`; swapped by a reload.
+    pub providers: Arc<ArcSwap<Providers>>,
+    /// Where the config was read from, for reloads; `None`: nothing to re-read.
+    pub config_path: Option<Arc<PathBuf>>,
+    /// Applies `server.log_filter` on reload, when the process's logging allows it.
+    pub log_filter: Option<LogFilterSetter>,
+    /// Cancelled when the node starts draining (see `drain`).
+    pub draining: CancellationToken,
     /// Delivery to local sessions and the cluster.
     pub hub: Arc<Hub>,
     /// Routes client messages to listeners.
@@ -43,6 +55,16 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
+    /// The configuration in force for the keys a reload can change.
+    pub(crate) fn live(&self) -> Arc<Config> {
+        self.live.load_full()
+    }
+
+    /// The token verifiers in force.
+    pub(crate) fn auth(&self) -> Arc<Providers> {
+        self.providers.load_full()
+    }
+
     /// A new session id, unguessable and unique in the cluster (see
     /// [`crate::sessions::new_session_id`]).
     pub(crate) fn next_session_id(&self) -> Arc<str> {

@@ -120,6 +120,8 @@ pub(crate) struct LimitsStatus {
 pub(crate) struct CallCounters {
     /// Calls made.
     pub calls: u64,
+    /// Mean wall time of its message calls, in milliseconds (0 before the first).
+    pub mean_call_ms: f64,
     /// Calls that returned an error.
     pub errors: u64,
     /// Calls that trapped, timed out or ran out of memory or fuel.

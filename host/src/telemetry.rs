@@ -41,6 +41,12 @@ const COUNTERS: &[(&str, &str)] = &[
 /// Counters with one label and its every value.
 const LABELLED_COUNTERS: &[(&str, &str, &str, &[&str])] = &[
     (
+        "switchboard_config_reloads_total",
+        "Config reloads (SIGHUP or POST /api/v1/admin/reload), by result: `applied`, or `refused` (the file did not load; nothing changed).",
+        "result",
+        &["applied", "refused"],
+    ),
+    (
         "switchboard_connections_rejected_total",
         "Connections refused or closed before becoming a session, by reason.",
         "reason",
@@ -209,6 +215,11 @@ pub(crate) fn describe() {
         Unit::Seconds,
         "Duration of plugin calls (label `plugin`)."
     );
+    describe_gauge!(
+        "switchboard_draining",
+        "1 once this node is draining (refusing connections, closing sessions with 1012), else 0."
+    );
+    metrics::gauge!("switchboard_draining").set(0.0);
     describe_gauge!("switchboard_sessions", "Sessions open on this node.");
     metrics::gauge!("switchboard_sessions").increment(0.0);
     describe_gauge!(
@@ -263,4 +274,39 @@ pub(crate) fn recorder() -> anyhow::Result<PrometheusHandle> {
     let _ = metrics::set_global_recorder(recorder);
     *installed = Some(handle.clone());
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The Grafana dashboard in `packaging/` shows only metrics this module describes.
+    #[test]
+    fn the_dashboard_queries_only_described_metrics() {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../packaging/grafana-dashboard.json")).unwrap();
+        let described = include_str!("telemetry.rs");
+        let panels = dashboard["panels"].as_array().unwrap();
+        assert!(panels.len() >= 10);
+        for panel in panels {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap();
+                let mut rest = expr;
+                let mut found = 0;
+                while let Some(at) = rest.find("switchboard_") {
+                    let name: String = rest[at..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                    assert!(
+                        described.contains(&format!("\"{base}\"")),
+                        "{base} in panel {:?} is not a described metric",
+                        panel["title"]
+                    );
+                    found += 1;
+                    rest = &rest[at + name.len()..];
+                }
+                assert!(found > 0, "{expr} queries no switchboard metric");
+            }
+        }
+    }
 }

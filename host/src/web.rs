@@ -1,6 +1,8 @@
-//! The demo web page, embedded in the binary and served at `/` only with `server.dev_tokens`:
-//! it is a development console (its default way in is a dev token), not something a
-//! production host should expose. Every answer forbids framing and inline code (CSP).
+//! The web pages, embedded in the binary. The demo page is served at `/` only with
+//! `server.dev_tokens`: it is a development console (its default way in is a dev token), not
+//! something a production host should expose. The admin page at `/admin` is always served
+//! and shows nothing until the operator gives it an API key. Every answer forbids framing
+//! and inline code (CSP).
 
 use axum::{
     Router,
@@ -14,12 +16,41 @@ use axum::{
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-/// Routes of the demo page: `/`, `/app.js`, `/style.css`; none unless `dev_tokens`.
+/// Routes of the admin page (`/admin`, always: it shows nothing without an API key, which it
+/// sends to `GET /api/v1/admin/status`) and of the demo page (`/`, only with `dev_tokens`).
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>(dev_tokens: bool) -> Router<S> {
+    let admin = Router::new()
+        .route(
+            "/admin",
+            get(|| async {
+                asset(
+                    "text/html; charset=utf-8",
+                    include_str!("../static/admin.html"),
+                )
+            }),
+        )
+        .route(
+            "/admin.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../static/admin.js"),
+                )
+            }),
+        )
+        .route(
+            "/admin.css",
+            get(|| async {
+                asset(
+                    "text/css; charset=utf-8",
+                    include_str!("../static/admin.css"),
+                )
+            }),
+        );
     if !dev_tokens {
-        return Router::new();
+        return admin;
     }
-    Router::new()
+    admin
         .route(
             "/",
             get(|| async {

@@ -1,5 +1,6 @@
-// Browser test of the demo page: starts a real host with the example plugins, drives two
-// headless Chromium pages through the page's own controls, and checks what they show.
+// Browser test of the demo page and the admin page: starts a real host with the example
+// plugins, drives two headless Chromium pages through the demo page's own controls, watches
+// them on the admin page, and checks what each shows.
 //
 // Environment:
 //   SWITCHBOARD_BIN          the built `switchboard` binary (required)
@@ -319,13 +320,59 @@ async function main() {
       await b.locator('#toasts .toast.error', { hasText: 'unknown_type' }).waitFor(wait);
     });
 
+    const admin = await context.newPage();
+    admin.on('pageerror', (e) => pageErrors.push(`admin page: ${e.message}`));
+    await admin.goto(`${base}/admin`);
+
+    await check('the admin page shows nothing without an API key and refuses a wrong one', async () => {
+      if (await admin.locator('#view').isVisible()) throw new Error('the view is open without a key');
+      await admin.fill('#key', 'not-the-key');
+      await admin.click('#unlock button[type="submit"]');
+      await expectText(admin.locator('#unlock-error'), 'That API key was refused.');
+    });
+
+    await check('with the API key the admin page shows the node, its sessions and plugins', async () => {
+      await admin.fill('#key', API_KEY);
+      await admin.click('#unlock button[type="submit"]');
+      await expectText(admin.locator('#state'), 'Live');
+      if (await admin.locator('#unlock').isVisible()) throw new Error('the key form is still shown');
+      await expectText(admin.locator('#broker'), 'local');
+      const node = (await admin.locator('#node-id').textContent(wait)).trim();
+      await expectText(admin.locator('#nodes'), node);
+      // User 1 on WebSocket, user 2 on SSE (after the switch above).
+      await expectText(admin.locator('#sessions-total'), '2');
+      await admin.locator('#sessions tbody tr', { hasText: '/sse' }).waitFor(wait);
+      const chat = admin.locator('#plugins tbody tr', { hasText: 'demo-chat' });
+      await chat.waitFor(wait);
+      const calls = Number((await chat.locator('td').nth(3).textContent(wait)).trim());
+      if (!(calls >= 3)) throw new Error(`demo-chat shows ${calls} calls after three chat messages`);
+      await chat.locator('td', { hasText: ' ms' }).waitFor(wait);
+    });
+
+    await check('the admin page updates live: a session closing and a listener error show up', async () => {
+      await b.close();
+      await expectText(admin.locator('#sessions-total'), '1');
+      // An error the plugin returns counts on its row and shows as its last error.
+      await a.bringToFront();
+      await a.fill('#raw-type', 'demo-message-send');
+      await a.fill('#raw-content', '{"text": 5}');
+      await a.click('#raw-send');
+      const chat = admin.locator('#plugins tbody tr', { hasText: 'demo-chat' });
+      await chat.locator('td:nth-child(8)', { hasText: 'demo-message-send' }).waitFor(wait);
+      const errors = Number((await chat.locator('td').nth(4).textContent(wait)).trim());
+      if (errors !== 1) throw new Error(`demo-chat shows ${errors} errors, expected 1`);
+    });
+
     await check('the pages raised no script errors', async () => {
       if (pageErrors.length) throw new Error(pageErrors.join('\n'));
     });
 
     await mkdir(path.dirname(SCREENSHOT), { recursive: true });
-    await b.screenshot({ path: SCREENSHOT, animations: 'disabled' });
-    console.log(`screenshot of user 2's page: ${SCREENSHOT}`);
+    await a.screenshot({ path: SCREENSHOT, animations: 'disabled' });
+    console.log(`screenshot of user 1's page: ${SCREENSHOT}`);
+    const adminShot = SCREENSHOT.replace(/\.png$/, '') + '-admin.png';
+    await admin.screenshot({ path: adminShot, animations: 'disabled' });
+    console.log(`screenshot of the admin page: ${adminShot}`);
   } finally {
     await context?.close().catch(() => {});
     await stopHost(host);

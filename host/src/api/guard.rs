@@ -28,7 +28,7 @@ pub(crate) fn check_api_key(state: &AppState, headers: &HeaderMap) -> Result<(),
         ApiError::unauthorized("missing_api_key", "send Authorization: Bearer <api key>")
     })?;
     let known = state
-        .config
+        .live()
         .api
         .keys
         .iter()
@@ -80,7 +80,7 @@ pub(crate) async fn user_token(
                     headers: req.headers(),
                 };
                 state
-                    .auth
+                    .auth()
                     .default_provider()
                     .authenticate(&found.token, &request)
                     .await

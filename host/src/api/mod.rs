@@ -9,8 +9,12 @@
 //! | `POST /api/v1/dispatch[?session_id=]` | user token | an envelope, dispatched like a WebSocket frame |
 //! | `GET /api/v1/plugins` | API key (full) or user token (names and types) | loaded plugins |
 //! | `POST /api/v1/dev/token` | none; only with `server.dev_tokens` | sign a token |
+//! | `POST /api/v1/admin/reload` | API key | re-read the config file, apply what can change live |
+//! | `POST /api/v1/admin/drain` | API key | drain this node |
+//! | `GET /api/v1/admin/status` | API key | this node at a glance (the admin page `/admin`) |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none | liveness, readiness, Prometheus |
 
+mod admin;
 mod dispatch;
 pub(crate) mod guard;
 mod target;
@@ -75,8 +79,17 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         )
         .route(
             "/api/v1/presence/users/{user_type}/{user_id}",
-            get(user_presence).layer(api_key),
+            get(user_presence).layer(api_key.clone()),
         )
+        .route(
+            "/api/v1/admin/reload",
+            post(admin::reload).layer(api_key.clone()),
+        )
+        .route(
+            "/api/v1/admin/drain",
+            post(admin::drain).layer(api_key.clone()),
+        )
+        .route("/api/v1/admin/status", get(admin::status).layer(api_key))
         .route("/api/v1/plugins", get(plugins))
         .route(
             "/api/v1/dev/token",
@@ -222,8 +235,8 @@ async fn plugins(
                 query: None,
                 headers: &headers,
             };
-            let provider = state.auth.default_provider();
-            Some(provider.authenticate(token, &request).await)
+            let auth = state.auth();
+            Some(auth.default_provider().authenticate(token, &request).await)
         }
         None => None,
     };
@@ -260,7 +273,7 @@ async fn dev_token(
     };
     let ttl = Duration::from_secs(req.ttl_secs.unwrap_or(3600).clamp(1, 86_400));
     let token = state
-        .auth
+        .auth()
         .default_provider()
         .issue(&principal, ttl)
         .map_err(|e| {
@@ -306,12 +319,16 @@ struct Readiness {
     broker: BrokerState,
     /// The plugin folder has been read once and its watchers run.
     plugins_loaded: bool,
+    /// The node is draining (see `POST /api/v1/admin/drain`).
+    draining: bool,
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let broker = state.hub.broker.state();
     let plugins = state.dispatcher.ready();
-    let ready = broker != BrokerState::Down && plugins && !state.shutdown.is_cancelled();
+    let draining = state.draining.is_cancelled();
+    let ready =
+        broker != BrokerState::Down && plugins && !state.shutdown.is_cancelled() && !draining;
     let status = if ready {
         StatusCode::OK
     } else {
@@ -323,6 +340,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             ready,
             broker,
             plugins_loaded: plugins,
+            draining,
         }),
     )
 }

@@ -23,8 +23,8 @@ pub struct Authenticator {
 enum Keys {
     /// Nothing: every token is refused.
     None,
-    /// `jwt_secret` or `jwt_public_key_file`.
-    Static(DecodingKey),
+    /// `jwt_secret` or `jwt_public_key_file`, then the previous one during a rotation.
+    Static(Vec<DecodingKey>),
     /// `jwks_url`, by the token's `kid`.
     Jwks(Jwks),
 }
@@ -98,23 +98,25 @@ impl Authenticator {
                 if secret.len() < 16 {
                     bail!("auth.jwt_secret must be at least 16 bytes");
                 }
+                let mut keys = vec![DecodingKey::from_secret(secret.as_bytes())];
+                if let Some(previous) = &config.jwt_previous_secret {
+                    keys.push(DecodingKey::from_secret(previous.as_bytes()));
+                }
                 (
-                    Some(DecodingKey::from_secret(secret.as_bytes())),
+                    Some(keys),
                     Some(EncodingKey::from_secret(secret.as_bytes())),
                 )
             }
             (None, Some(path)) => {
-                let pem = std::fs::read(path).with_context(|| {
-                    format!("reading auth.jwt_public_key_file {}", path.display())
-                })?;
-                let decoding = match (fam, first) {
-                    (Family::Rsa, _) => DecodingKey::from_rsa_pem(&pem)?,
-                    (Family::Ec, Algorithm::EdDSA) => DecodingKey::from_ed_pem(&pem)?,
-                    (Family::Ec, _) => DecodingKey::from_ec_pem(&pem)?,
-                    (Family::Hmac, _) => {
-                        bail!("auth.jwt_public_key_file needs RS*/PS*/ES* algorithms")
-                    }
-                };
+                let mut decoding = vec![public_key(path, "jwt_public_key_file", fam, first)?];
+                if let Some(previous) = &config.jwt_previous_public_key_file {
+                    decoding.push(public_key(
+                        previous,
+                        "jwt_previous_public_key_file",
+                        fam,
+                        first,
+                    )?);
+                }
                 let encoding = match &config.jwt_private_key_file {
                     Some(path) => {
                         let pem = std::fs::read(path).with_context(|| {
@@ -182,21 +184,21 @@ impl Authenticator {
     /// principal from its claims. A JWKS provider needs [`Authenticator::verify_request`],
     /// which may fetch keys.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
-        let Keys::Static(key) = &self.keys else {
+        let Keys::Static(keys) = &self.keys else {
             return Err(AuthError::Invalid(
                 "no verification key is configured".into(),
             ));
         };
-        Ok(self.verify_claims(token, key)?.0)
+        Ok(self.verify_claims(token, keys)?.0)
     }
 
     /// The key for `token`: the static one, or the JWKS key its header names.
-    async fn key_for(&self, token: &str) -> Result<Cow<'_, DecodingKey>, AuthError> {
+    async fn keys_for(&self, token: &str) -> Result<Cow<'_, [DecodingKey]>, AuthError> {
         match &self.keys {
             Keys::None => Err(AuthError::Invalid(
                 "no verification key is configured".into(),
             )),
-            Keys::Static(key) => Ok(Cow::Borrowed(key)),
+            Keys::Static(keys) => Ok(Cow::Borrowed(keys)),
             Keys::Jwks(jwks) => {
                 let header = jsonwebtoken::decode_header(token)
                     .map_err(|e| AuthError::Invalid(describe_jwt_error(&e)))?;
@@ -207,7 +209,7 @@ impl Authenticator {
                 }
                 jwks.key(header.kid.as_deref(), header.alg)
                     .await
-                    .map(Cow::Owned)
+                    .map(|key| Cow::Owned(vec![key]))
             }
         }
     }
@@ -219,8 +221,8 @@ impl Authenticator {
         token: &str,
         request: &RequestInfo<'_>,
     ) -> Result<Verified, AuthError> {
-        let key = self.key_for(token).await?;
-        let (principal, claims) = self.verify_claims(token, &key)?;
+        let keys = self.keys_for(token).await?;
+        let (principal, claims) = self.verify_claims(token, &keys)?;
         if let Some(claim) = &self.config.client_id_claim {
             let bound = claims.get(claim).and_then(scalar_string);
             let given = request.param(&self.config.client_id_param);
@@ -239,13 +241,28 @@ impl Authenticator {
         })
     }
 
+    /// Verifies `token` with the first of `keys` whose signature matches (the current key,
+    /// then the previous one during a rotation).
     fn verify_claims(
         &self,
         token: &str,
-        key: &DecodingKey,
+        keys: &[DecodingKey],
     ) -> Result<(Principal, Map<String, Value>), AuthError> {
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation)
-            .map_err(|e| AuthError::Invalid(describe_jwt_error(&e)))?;
+        let mut decoded = Err(AuthError::Invalid(
+            "no verification key is configured".into(),
+        ));
+        for key in keys {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
+                Err(e) if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    decoded = Err(AuthError::Invalid(describe_jwt_error(&e)));
+                }
+                other => {
+                    decoded = other.map_err(|e| AuthError::Invalid(describe_jwt_error(&e)));
+                    break;
+                }
+            }
+        }
+        let data = decoded?;
         // The library still accepts `exp + leeway` itself; the re-check closes a session at
         // that second, so a reconnect in it is refused too (one rule for both).
         if self
@@ -401,6 +418,23 @@ fn describe_jwt_error(e: &jsonwebtoken::errors::Error) -> String {
     }
 }
 
+/// The PEM public key at `path` (config key `name`) for algorithm `first` of family `fam`.
+fn public_key(
+    path: &std::path::Path,
+    name: &str,
+    fam: Family,
+    first: Algorithm,
+) -> anyhow::Result<DecodingKey> {
+    let pem =
+        std::fs::read(path).with_context(|| format!("reading auth.{name} {}", path.display()))?;
+    Ok(match (fam, first) {
+        (Family::Rsa, _) => DecodingKey::from_rsa_pem(&pem)?,
+        (Family::Ec, Algorithm::EdDSA) => DecodingKey::from_ed_pem(&pem)?,
+        (Family::Ec, _) => DecodingKey::from_ec_pem(&pem)?,
+        (Family::Hmac, _) => bail!("auth.{name} needs RS*/PS*/ES* algorithms"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +464,35 @@ mod tests {
         let p = principal(Some("t1"));
         let token = a.issue(&p, Duration::from_secs(60)).unwrap();
         assert_eq!(a.verify(&token).unwrap(), p);
+    }
+
+    #[test]
+    fn during_a_rotation_the_previous_secret_still_verifies_but_never_signs() {
+        const NEW: &str = "fedcba9876543210fedcba9876543210";
+        let old = auth(|_| {});
+        let rotating = auth(|c| {
+            c.jwt_secret = Some(NEW.into());
+            c.jwt_previous_secret = Some(SECRET.into());
+        });
+        let after = auth(|c| c.jwt_secret = Some(NEW.into()));
+        let p = principal(None);
+        let old_token = old.issue(&p, Duration::from_secs(60)).unwrap();
+        let new_token = rotating.issue(&p, Duration::from_secs(60)).unwrap();
+        assert_eq!(rotating.verify(&old_token).unwrap(), p);
+        assert_eq!(rotating.verify(&new_token).unwrap(), p);
+        assert_eq!(
+            after.verify(&new_token).unwrap(),
+            p,
+            "signed with the new secret"
+        );
+        let refused = after.verify(&old_token).unwrap_err();
+        assert_eq!(refused.to_string(), "invalid token: bad signature");
+        let stranger = auth(|c| c.jwt_secret = Some("another-secret-0123456789".into()));
+        let foreign = stranger.issue(&p, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            rotating.verify(&foreign).unwrap_err().to_string(),
+            "invalid token: bad signature"
+        );
     }
 
     #[test]

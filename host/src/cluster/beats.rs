@@ -267,6 +267,17 @@ impl BeatPresence {
         Some(f(&mut remotes.values()))
     }
 
+    /// The other nodes heard from within the TTL; `None` while the broker is down.
+    pub(crate) fn other_nodes(&self) -> Option<Vec<Arc<str>>> {
+        if !self.health.up() {
+            return None;
+        }
+        let mut remotes = self.remotes.lock();
+        let ttl = self.ttl;
+        remotes.retain(|_, r| r.seen.elapsed() < ttl);
+        Some(remotes.keys().cloned().collect())
+    }
+
     /// For each wanted user, the other nodes that hold a session of it; `None` while the
     /// broker is down. A user wanted in every tenant costs one pass over each node's users
     /// per call (a batch of publications shares it).

@@ -82,6 +82,16 @@ impl ClusterPresence {
         }
     }
 
+    /// The other live nodes of the cluster; `None` when the broker cannot be asked.
+    pub(crate) async fn other_nodes(&self) -> Option<Vec<Arc<str>>> {
+        match self {
+            Self::Redis(p) => p.other_nodes().await,
+            Self::Beats(p) => p.other_nodes(),
+            #[cfg(test)]
+            Self::Unreachable => None,
+        }
+    }
+
     /// For each wanted user, the other nodes that hold a session of it (targeted routing).
     pub(crate) async fn locate(&self, wanted: &[Wanted]) -> Option<Vec<BTreeSet<Arc<str>>>> {
         match self {
@@ -279,6 +289,16 @@ impl RedisPresence {
             .query_async(con)
             .await?;
         Ok(nodes.into_iter().filter(|n| **n != *self.node_id).collect())
+    }
+
+    /// The other live nodes; `None` when Redis cannot be asked.
+    pub(crate) async fn other_nodes(&self) -> Option<Vec<Arc<str>>> {
+        let mut con = self.con.clone();
+        let nodes = tokio::time::timeout(Duration::from_secs(1), self.other_live_nodes(&mut con));
+        match nodes.await {
+            Ok(Ok(nodes)) => Some(nodes.into_iter().map(Into::into).collect()),
+            _ => None,
+        }
     }
 
     /// Sessions of a user on every node; `None` when Redis cannot be asked.

@@ -24,6 +24,11 @@ pub struct AuthConfig {
     pub jwt_public_key_file: Option<PathBuf>,
     /// PEM private key matching `jwt_public_key_file`, only for `switchboard token`.
     pub jwt_private_key_file: Option<PathBuf>,
+    /// The secret `jwt_secret` replaces, still accepted while its tokens are in use (a key
+    /// rotation's overlap); it never signs.
+    pub jwt_previous_secret: Option<String>,
+    /// The public key `jwt_public_key_file` replaces, still accepted during a rotation.
+    pub jwt_previous_public_key_file: Option<PathBuf>,
     /// An identity provider's JWKS document (Keycloak, Auth0, ...) holding the public keys
     /// (instead of `jwt_secret` or `jwt_public_key_file`); a token's `kid` picks its key.
     pub jwks_url: Option<String>,
@@ -134,6 +139,8 @@ impl Default for AuthConfig {
             jwt_secret: None,
             jwt_public_key_file: None,
             jwt_private_key_file: None,
+            jwt_previous_secret: None,
+            jwt_previous_public_key_file: None,
             jwks_url: None,
             jwks_refresh_secs: 300,
             jwks_min_refetch_secs: 30,

@@ -93,6 +93,19 @@ pub(super) fn server(s: &ServerConfig) -> Result<(), Invalid> {
         0..=10_000_000,
     )?;
     in_range("server.max_json_depth", s.max_json_depth, 1..=1024)?;
+    in_range("server.drain_period_secs", s.drain_period_secs, 0..=3600)?;
+    if s.log_filter.len() > 4096 {
+        return Err(Invalid::new(
+            "server.log_filter",
+            "is longer than 4096 characters; shorten it",
+        ));
+    }
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&s.log_filter) {
+        return Err(Invalid::new(
+            "server.log_filter",
+            format!("{e}; use directives like \"info,switchboard=debug\""),
+        ));
+    }
     let needed = s.max_connections + s.max_pending_connections;
     if s.max_open_connections != 0 && s.max_open_connections <= needed {
         return Err(Invalid::new(

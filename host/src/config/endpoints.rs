@@ -9,12 +9,15 @@ use super::{EndpointConfig, Invalid, TransportKind};
 /// Longest endpoint path.
 pub(crate) const MAX_PATH_LEN: usize = 256;
 
-/// Routes the host serves itself: the demo page, health, metrics. Everything under `/api` is
-/// reserved as well.
-pub(crate) const BUILT_IN: [&str; 6] = [
+/// Routes the host serves itself: the demo page, the admin page, health, metrics. Everything
+/// under `/api` is reserved as well.
+pub(crate) const BUILT_IN: [&str; 9] = [
     "/",
     "/app.js",
     "/style.css",
+    "/admin",
+    "/admin.js",
+    "/admin.css",
     "/healthz",
     "/readyz",
     "/metrics",
@@ -145,6 +148,7 @@ mod tests {
             "/",
             "/metrics",
             "/readyz",
+            "/admin",
             "/api",
             "/api/v1/messages",
         ] {

@@ -354,12 +354,35 @@ fn jwt(prefix: &str, a: &AuthConfig, is_default: bool) -> Result<(), Invalid> {
             "a jwt provider needs jwt_secret, jwt_public_key_file or jwks_url",
         ));
     }
-    if let Some(secret) = &a.jwt_secret
-        && secret.len() < MIN_SECRET_LEN
-    {
+    for (k, secret) in [
+        ("jwt_secret", &a.jwt_secret),
+        ("jwt_previous_secret", &a.jwt_previous_secret),
+    ] {
+        if let Some(secret) = secret
+            && secret.len() < MIN_SECRET_LEN
+        {
+            return Err(Invalid::new(
+                key(k),
+                format!("is shorter than {MIN_SECRET_LEN} bytes; use a longer random secret"),
+            ));
+        }
+    }
+    if a.jwt_previous_secret.is_some() && a.jwt_secret.is_none() {
         return Err(Invalid::new(
-            key("jwt_secret"),
-            format!("is shorter than {MIN_SECRET_LEN} bytes; use a longer random secret"),
+            key("jwt_previous_secret"),
+            format!(
+                "needs {prefix}.jwt_secret (the new secret); a rotation keeps the old one here \
+                 until its tokens have expired"
+            ),
+        ));
+    }
+    if a.jwt_previous_public_key_file.is_some() && a.jwt_public_key_file.is_none() {
+        return Err(Invalid::new(
+            key("jwt_previous_public_key_file"),
+            format!(
+                "needs {prefix}.jwt_public_key_file (the new key); a rotation keeps the old one \
+                 here until its tokens have expired"
+            ),
         ));
     }
     for (k, value) in [("issuer", &a.issuer), ("audience", &a.audience)] {

@@ -39,10 +39,19 @@ pub struct Stats {
     calls: std::sync::atomic::AtomicU64,
     errors: std::sync::atomic::AtomicU64,
     faults: std::sync::atomic::AtomicU64,
+    /// Wall time of every message call together, in microseconds.
+    call_micros: std::sync::atomic::AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
 impl Stats {
+    /// Adds the wall time of one message call.
+    fn time(&self, seconds: f64) {
+        let micros = (seconds * 1e6) as u64;
+        self.call_micros
+            .fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn record(&self, outcome: &Result<(), String>, fault: bool) {
         use std::sync::atomic::Ordering::Relaxed;
         self.calls.fetch_add(1, Relaxed);
@@ -59,8 +68,13 @@ impl Stats {
     /// The counters now.
     pub(crate) fn counters(&self) -> CallCounters {
         use std::sync::atomic::Ordering::Relaxed;
+        let calls = self.calls.load(Relaxed);
         CallCounters {
-            calls: self.calls.load(Relaxed),
+            calls,
+            mean_call_ms: match calls {
+                0 => 0.0,
+                n => self.call_micros.load(Relaxed) as f64 / n as f64 / 1000.0,
+            },
             errors: self.errors.load(Relaxed),
             faults: self.faults.load(Relaxed),
             last_error: self.last_error.lock().clone(),
@@ -293,6 +307,7 @@ impl LoadedPlugin {
             )
             .await;
         let elapsed = started.elapsed().as_secs_f64();
+        self.stats.time(elapsed);
         let plugin = self.info.name.clone();
         metrics::histogram!("switchboard_plugin_call_seconds", "plugin" => plugin.clone())
             .record(elapsed);

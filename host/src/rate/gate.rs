@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use parking_lot::Mutex;
 
-use super::{TokenBucket, Verdict};
+use super::{Rates, TokenBucket, Verdict};
 use crate::sessions::UserKey;
 
 /// Most users whose dispatch budgets are remembered; past it, idle budgets are forgotten.
@@ -45,8 +45,8 @@ impl Gate {
 /// Every open session's gate by session id, and per-user budgets for session-less dispatch.
 #[derive(Debug)]
 pub(crate) struct Gates {
-    rate: u32,
-    burst: u32,
+    /// Of gates opened from now on (a reload can change them).
+    pub(crate) rates: Rates,
     sessions: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
     users: Mutex<HashMap<UserKey, Arc<Gate>>>,
 }
@@ -55,16 +55,20 @@ impl Gates {
     /// Gates with the per-connection message rate of `[server]`.
     pub(crate) fn new(rate: u32, burst: u32) -> Arc<Self> {
         Arc::new(Self {
-            rate,
-            burst,
+            rates: Rates::new(rate, burst),
             sessions: Default::default(),
             users: Default::default(),
         })
     }
 
+    fn new_gate(&self) -> Gate {
+        let (rate, burst) = self.rates.get();
+        Gate::new(rate, burst)
+    }
+
     /// Opens the gate of session `id`; it closes when the guard is dropped.
     pub(crate) fn open(self: &Arc<Self>, id: Arc<str>) -> GateGuard {
-        let gate = Arc::new(Gate::new(self.rate, self.burst));
+        let gate = Arc::new(self.new_gate());
         self.sessions.lock().insert(id.clone(), gate.clone());
         GateGuard {
             gates: self.clone(),
@@ -92,7 +96,7 @@ impl Gates {
                 users.clear();
             }
         }
-        let gate = Arc::new(Gate::new(self.rate, self.burst));
+        let gate = Arc::new(self.new_gate());
         users.insert(key.clone(), gate.clone());
         gate
     }

@@ -4,7 +4,41 @@
 pub(crate) mod gate;
 pub(crate) mod sources;
 
-use std::time::Instant;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Instant,
+};
+
+/// A rate and a burst that a reload can change, read together: buckets made after a change
+/// use the new values.
+#[derive(Debug)]
+pub(crate) struct Rates(AtomicU64);
+
+impl Rates {
+    pub(crate) fn new(rate: u32, burst: u32) -> Self {
+        Self(AtomicU64::new(Self::pack(rate, burst)))
+    }
+
+    fn pack(rate: u32, burst: u32) -> u64 {
+        (u64::from(rate) << 32) | u64::from(burst)
+    }
+
+    /// `(rate, burst)`.
+    pub(crate) fn get(&self) -> (u32, u32) {
+        let v = self.0.load(Ordering::Relaxed);
+        ((v >> 32) as u32, v as u32)
+    }
+
+    pub(crate) fn set(&self, rate: u32, burst: u32) {
+        self.0.store(Self::pack(rate, burst), Ordering::Relaxed);
+    }
+
+    /// A full bucket at the current values.
+    pub(crate) fn bucket(&self) -> TokenBucket {
+        let (rate, burst) = self.get();
+        TokenBucket::new(rate, burst)
+    }
+}
 
 /// Allows `rate` messages per second with bursts of `burst`.
 #[derive(Debug)]
@@ -38,6 +72,13 @@ impl TokenBucket {
             last: Instant::now(),
             strikes: 0,
         }
+    }
+
+    /// New rate and burst; tokens above the new burst are dropped.
+    pub(crate) fn set_rates(&mut self, rate: u32, burst: u32) {
+        self.rate = rate as f64;
+        self.burst = burst as f64;
+        self.tokens = self.tokens.min(self.burst);
     }
 
     /// Whether the bucket would be full at `now` (its owner has been quiet long enough).

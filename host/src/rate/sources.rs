@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr, time::Instant};
 
 use parking_lot::Mutex;
 
-use super::{TokenBucket, Verdict};
+use super::{Rates, TokenBucket, Verdict};
 
 /// Most source addresses remembered; past it, addresses whose bucket has refilled are
 /// forgotten, and if none has, all are.
@@ -14,8 +14,8 @@ const MAX_SOURCES: usize = 16_384;
 /// Token buckets by source address.
 #[derive(Debug)]
 pub(crate) struct SourceBudgets {
-    rate: u32,
-    burst: u32,
+    /// Of new buckets (a reload can change them).
+    pub(crate) rates: Rates,
     buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
 }
 
@@ -23,8 +23,7 @@ impl SourceBudgets {
     /// `rate` handshakes per second per address, bursts of `burst`.
     pub(crate) fn new(rate: u32, burst: u32) -> Self {
         Self {
-            rate,
-            burst,
+            rates: Rates::new(rate, burst),
             buckets: Mutex::new(HashMap::new()),
         }
     }
@@ -38,9 +37,7 @@ impl SourceBudgets {
                 buckets.clear();
             }
         }
-        let bucket = buckets
-            .entry(source)
-            .or_insert_with(|| TokenBucket::new(self.rate, self.burst));
+        let bucket = buckets.entry(source).or_insert_with(|| self.rates.bucket());
         bucket.take(now) == Verdict::Allow
     }
 }

@@ -61,14 +61,8 @@ pub(crate) async fn admit(
     query: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Admitted, ApiError> {
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "host is shutting down",
-        ));
-    }
-    check_origin(&state.config.server.allowed_origins, headers)?;
+    refuse_if_leaving(state)?;
+    check_origin(&state.live().server.allowed_origins, headers)?;
     let token = find_token(query, headers)?;
     let now = std::time::Instant::now();
     if let Some(conn) = conn
@@ -76,20 +70,14 @@ pub(crate) async fn admit(
     {
         return Err(handshake_rate_limited("source_handshake_rate"));
     }
-    let provider = state.auth.index_of(endpoint.auth.as_deref());
+    let auth = state.auth();
+    let provider = auth.index_of(endpoint.auth.as_deref());
     let request = RequestInfo { query, headers };
-    let verified = state
-        .auth
+    let verified = auth
         .get(provider)
         .authenticate(&token.token, &request)
         .await?;
-    if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "host is shutting down",
-        ));
-    }
+    refuse_if_leaving(state)?;
     let principal = verified.principal;
     if let Some(conn) = conn {
         conn.authenticated();
@@ -157,6 +145,25 @@ pub(crate) async fn admit(
         token,
         conn: conn.cloned(),
     })
+}
+
+/// 503 while the host shuts down or drains: clients should connect to another node.
+fn refuse_if_leaving(state: &AppState) -> Result<(), ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "host is shutting down",
+        ));
+    }
+    if state.draining.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this node is draining; connect to another node",
+        ));
+    }
+    Ok(())
 }
 
 fn handshake_rate_limited(reason: &'static str) -> ApiError {

@@ -146,9 +146,8 @@ pub(crate) async fn close(
         }
     });
     if closed == 0 {
-        let provider = state
-            .auth
-            .get(state.auth.index_of(endpoint.auth.as_deref()));
+        let auth = state.auth();
+        let provider = auth.get(auth.index_of(endpoint.auth.as_deref()));
         let request = RequestInfo {
             query: query.as_deref(),
             headers: &headers,
