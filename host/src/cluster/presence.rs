@@ -2,7 +2,8 @@
 //! (and tells targeted routing where users are); [`RedisPresence`] keeps it in Redis
 //! (heartbeats over NATS or RabbitMQ: [`super::beats`]).
 //!
-//! In Redis, each node writes its own users, per (user type, tenant), as
+//! In Redis (one Redis, or a Redis Cluster where every key of a cluster shares one hash slot:
+//! see [`super::redis_link`]), each node writes its own users, per (user type, tenant), as
 //! hashes `user id → session count` with a TTL it keeps refreshing, and its heartbeat into the
 //! `<cluster>:nodes` sorted set. After sessions come or go it writes only the users that
 //! changed; the whole set is rewritten every third of the TTL and after a failed write.
@@ -20,11 +21,10 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::wanted::Wanted;
+use super::{redis_link::Link, wanted::Wanted};
 use crate::sessions::{Registry, UserKey};
 
 /// After a session comes or goes, wait this long for more changes before writing.
@@ -106,7 +106,8 @@ impl ClusterPresence {
 
 /// This node's presence in Redis, and queries across the cluster.
 pub(crate) struct RedisPresence {
-    con: ConnectionManager,
+    con: Link,
+    /// What every key starts with: the cluster name (hash-tagged on a Redis Cluster).
     cluster: String,
     node_id: Arc<str>,
     ttl: Duration,
@@ -141,16 +142,16 @@ impl RedisPresence {
     /// Starts writing this node's presence: after every registry change (debounced) and every
     /// third of the TTL. Stops and removes this node's entries when `stop` is cancelled.
     pub(crate) fn start(
-        client: &redis::Client,
-        cluster: &str,
+        con: Link,
+        key_prefix: &str,
         node_id: Arc<str>,
         ttl: Duration,
         registry: Arc<Registry>,
         stop: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> Arc<Self> {
         let presence = Arc::new(Self {
-            con: super::redis::connection_manager(client)?,
-            cluster: cluster.to_owned(),
+            con,
+            cluster: key_prefix.to_owned(),
             node_id,
             ttl: ttl.max(Duration::from_secs(3)),
             registry: registry.clone(),
@@ -158,7 +159,7 @@ impl RedisPresence {
         });
         registry.track_user_changes();
         tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
-        Ok(presence)
+        presence
     }
 
     fn nodes_key(&self) -> String {
@@ -248,10 +249,7 @@ impl RedisPresence {
     }
 
     /// An atomic pipeline that starts by deleting every key this node wrote.
-    async fn clearing_pipeline(
-        &self,
-        con: &mut ConnectionManager,
-    ) -> redis::RedisResult<redis::Pipeline> {
+    async fn clearing_pipeline(&self, con: &mut Link) -> redis::RedisResult<redis::Pipeline> {
         let groups_key = self.groups_key(&self.node_id);
         let old: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&groups_key)
@@ -267,10 +265,7 @@ impl RedisPresence {
     }
 
     /// The other nodes whose heartbeat is younger than the TTL.
-    async fn other_live_nodes(
-        &self,
-        con: &mut ConnectionManager,
-    ) -> redis::RedisResult<Vec<String>> {
+    async fn other_live_nodes(&self, con: &mut Link) -> redis::RedisResult<Vec<String>> {
         let since = now_ms().saturating_sub(self.ttl.as_millis() as u64);
         let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.nodes_key())
@@ -330,7 +325,7 @@ impl RedisPresence {
     /// The group keys of `user_type`, in every tenant, that `nodes` wrote.
     async fn group_keys_of_type(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Link,
         nodes: &[String],
         user_type: u32,
     ) -> redis::RedisResult<Vec<String>> {
