@@ -272,6 +272,7 @@ async fn killed_under_load_loses_only_what_was_in_flight_and_recovers(broker: &s
     .await;
 
     let last_before_kill = tally.lock().queued.last().copied().unwrap_or(0);
+    let received_before_kill = received.lock().iter().copied().max().unwrap_or(0);
     fabric.outage();
     let killed = Instant::now();
     eventually(PATIENCE, "n1 to see the broker down", async || {
@@ -348,9 +349,18 @@ async fn killed_under_load_loses_only_what_was_in_flight_and_recovers(broker: &s
         t.queued.len() - steady_from,
     );
     assert_eq!(lost_after_recovery, 0, "nothing lost once recovered");
-    // In flight at the kill: the few pushes after the last one known to be queued before it.
+    // Nothing older than what had come through before the kill is missing: no gap.
     assert!(
-        lost.iter().all(|s| *s + 10 > last_before_kill),
-        "a push long before the kill was lost: {lost:?} (last queued before the kill {last_before_kill})"
+        lost.iter().all(|s| *s > received_before_kill),
+        "a push before the last one received was lost: {lost:?} (last received before the kill {received_before_kill})"
     );
+    // In flight at the kill: the few pushes after the last one known to be queued before it.
+    // RabbitMQ also loses whatever backlog sat in the node's queue unread (the queue goes
+    // with the connection), however far the reader had fallen behind.
+    if broker != "rabbitmq" {
+        assert!(
+            lost.iter().all(|s| *s + 10 > last_before_kill),
+            "a push long before the kill was lost: {lost:?} (last queued before the kill {last_before_kill})"
+        );
+    }
 }

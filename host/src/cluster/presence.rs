@@ -29,6 +29,8 @@ use crate::sessions::{Registry, UserKey};
 
 /// After a session comes or goes, wait this long for more changes before writing.
 const SYNC_DEBOUNCE: Duration = Duration::from_millis(100);
+/// After a failed write, wait this long before the next (a full rewrite).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 
 /// Cluster-wide presence through the cluster's broker. Every query answers `None` when the
 /// broker cannot be asked; the caller then falls back to this node's own sessions.
@@ -496,7 +498,9 @@ async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: Can
                     () = tokio::time::sleep(debounce(written)) => {},
                 }
             }
-            () = tokio::time::sleep(refresh) => {},
+            // After a failed write, try again soon: a Redis that comes back (empty, after a
+            // restart) learns this node's users within a second, not a third of the TTL.
+            () = tokio::time::sleep(if failing { RETRY_AFTER_FAILURE.min(refresh) } else { refresh }) => {},
         }
     }
     if tokio::time::timeout(Duration::from_secs(2), presence.leave())

@@ -16,8 +16,9 @@
 //! `switchboard_messages_dropped_total{reason="broker_down"}` and dropped, while local delivery
 //! goes on.
 //!
-//! The link is checked end to end every `cluster.health_interval_ms`: a PING to every master,
-//! and a probe this node publishes on its own channel and on the broadcast channel, which must
+//! The link is checked end to end every `cluster.health_interval_ms`: a PING to every master
+//! the cluster names (by address: a cluster goes on serving the other masters' slots while one
+//! is gone), and a probe this node publishes on its own channel and on the broadcast channel, which must
 //! come back through its own subscriptions within a second. The client reconnects to a shard
 //! that restarts and subscribes there again by itself; should a subscription still be missing
 //! after three probes, the node drops the connection and subscribes from scratch. Until the
@@ -310,17 +311,16 @@ async fn check(
     let payload = probe(node_id, seq);
     let mut own = con.clone();
     let mut broadcast = con.clone();
-    let ping = redis::cmd("PING");
     let mut publish_own = redis::cmd("SPUBLISH");
     publish_own.arg(&channels.own).arg(&payload);
     let mut publish_broadcast = redis::cmd("SPUBLISH");
     publish_broadcast.arg(&channels.broadcast).arg(&payload);
     let sent = async {
-        let ping = ping.query_async::<Value>(con);
+        let masters = ping_masters(con);
         let own = publish_own.query_async::<Value>(&mut own);
         let broadcast = publish_broadcast.query_async::<Value>(&mut broadcast);
-        let (ping, own, broadcast) = tokio::join!(ping, own, broadcast);
-        ping.is_ok() && own.is_ok() && broadcast.is_ok()
+        let (masters, own, broadcast) = tokio::join!(masters, own, broadcast);
+        masters && own.is_ok() && broadcast.is_ok()
     };
     let answered = matches!(tokio::time::timeout(COMMAND_TIMEOUT, sent).await, Ok(true));
     let came_back = async {
@@ -336,6 +336,66 @@ async fn check(
         .await
         .is_ok();
     (answered, back)
+}
+
+/// Whether every master the cluster names (`CLUSTER SLOTS`, asked of any node) answers PING.
+/// A master that is gone still owns its slots, so it is asked by its address: a Redis Cluster
+/// goes on serving the others' slots (and sharded pub/sub on them, by default even once it
+/// counts itself down), and a PING to "every master" would only ask the connected ones.
+async fn ping_masters(con: &mut ClusterConnection) -> bool {
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let Ok(slots) = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async::<Value>(con)
+        .await
+    else {
+        return false;
+    };
+    let masters = masters(&slots);
+    if masters.is_empty() {
+        return false;
+    }
+    let pings = masters.into_iter().map(|(host, port)| {
+        let mut con = con.clone();
+        async move {
+            let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            con.route_command(redis::cmd("PING"), to).await.is_ok()
+        }
+    });
+    futures_util::future::join_all(pings)
+        .await
+        .into_iter()
+        .all(|answered| answered)
+}
+
+/// The master of each slot range of a `CLUSTER SLOTS` reply, once each: every entry is
+/// `[first slot, last slot, [host, port, id, ...], replicas...]`.
+fn masters(slots: &Value) -> Vec<(String, u16)> {
+    let Value::Array(ranges) = slots else {
+        return Vec::new();
+    };
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(range) = range else { continue };
+        let Some(Value::Array(master)) = range.get(2) else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+            Some(Value::SimpleString(h)) => h.clone(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            continue;
+        };
+        let Ok(port) = u16::try_from(*port) else {
+            continue;
+        };
+        if !masters.contains(&(host.clone(), port)) {
+            masters.push((host, port));
+        }
+    }
+    masters
 }
 
 async fn publish_loop(
@@ -458,6 +518,31 @@ mod tests {
                 Value::BulkString(payload.into()),
             ],
         }
+    }
+
+    #[test]
+    fn masters_are_read_from_cluster_slots_once_each() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.into()),
+                Value::Int(port),
+                Value::BulkString("id".into()),
+            ])
+        };
+        let range = |from: i64, to: i64, master: Value| {
+            Value::Array(vec![Value::Int(from), Value::Int(to), master, node("r", 1)])
+        };
+        let slots = Value::Array(vec![
+            range(0, 99, node("10.0.0.1", 7000)),
+            range(100, 199, node("10.0.0.2", 7000)),
+            range(200, 299, node("10.0.0.1", 7000)),
+            Value::Int(3),
+        ]);
+        assert_eq!(
+            masters(&slots),
+            vec![("10.0.0.1".to_owned(), 7000), ("10.0.0.2".to_owned(), 7000)]
+        );
+        assert!(masters(&Value::Nil).is_empty());
     }
 
     #[tokio::test]
