@@ -288,7 +288,8 @@ pub struct ClusterConfig {
     /// with NATS, in the other nodes' memory.
     pub presence_ttl_secs: u64,
     /// How often the broker checks its link, in milliseconds (100 to 60000): Redis PINGs its
-    /// connections, NATS sends a probe through the server. One unanswered within a second
+    /// connections (on a Redis Cluster, every master, and a probe goes through this node's
+    /// sharded channels), NATS sends a probe through the server. One unanswered within a second
     /// marks the broker down (`/readyz` 503).
     pub health_interval_ms: u64,
 }
@@ -316,7 +317,7 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(
     untagged,
-    expecting = "a redis:// URL, or a list of redis:// URLs (the seed nodes of a Redis Cluster)"
+    expecting = "expected a redis:// URL (a string), or a list of redis:// URLs (the seed nodes of a Redis Cluster)"
 )]
 pub enum RedisUrl {
     /// A single Redis (a string in the file).

@@ -314,8 +314,8 @@ async fn rabbitmq_refusing_publishes_answers_dropped_until_a_probe_is_confirmed(
 }
 
 /// On a Redis Cluster, each node's channel is a sharded channel on the master that owns its
-/// slot (so targeted deliveries spread over the masters), and every presence key of the
-/// cluster shares the slot of the `{switchboard}` hash tag.
+/// slot (so targeted deliveries spread over the masters), every presence key of the cluster
+/// shares the slot of the `{switchboard}` hash tag, and plugin state is shared by the nodes.
 #[tokio::test]
 async fn redis_cluster_nodes_listen_on_sharded_channels_and_presence_keeps_to_one_slot() {
     if !require_redis() {
@@ -326,7 +326,7 @@ async fn redis_cluster_nodes_listen_on_sharded_channels_and_presence_keeps_to_on
     let ids = ["shard-a", "shard-b", "shard-c", "shard-d"];
     let mut nodes = Vec::new();
     for id in ids {
-        nodes.push(Node::start(id, &fabric_url, &[], &[]).await);
+        nodes.push(Node::start(id, &fabric_url, &["kv"], &[]).await);
     }
     let _user = nodes[0].connect("u", 1, Some("t")).await;
     nodes[1].wait_sees(1, "u", Some("t"), 1).await;
@@ -367,4 +367,14 @@ async fn redis_cluster_nodes_listen_on_sharded_channels_and_presence_keeps_to_on
     for master in (0..MASTERS).filter(|m| *m != home) {
         assert_eq!(cluster.cli(master, &["KEYS", "*presence*"]), "");
     }
+
+    // Plugin state written through one node is read through another.
+    let mut writer = nodes[0].connect("1", 2, Some("t1")).await;
+    let mut reader = nodes[3].connect("2", 2, Some("t1")).await;
+    writer
+        .send("kv", json!({"op": "set", "key": "k", "value": "v"}))
+        .await;
+    assert_eq!(writer.expect("kv-result").await, json!({"ok": null}));
+    reader.send("kv", json!({"op": "get", "key": "k"})).await;
+    assert_eq!(reader.expect("kv-result").await["ok"], "v");
 }
