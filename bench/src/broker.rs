@@ -132,15 +132,17 @@ impl Broker {
 
     /// Memory and CPU of the broker's own processes.
     pub(crate) fn usage(&self) -> anyhow::Result<Usage> {
-        let pids: Vec<u32> = match self {
-            Self::Redis(r) => vec![r.pid],
-            Self::RedisCluster(masters) => masters.iter().map(|m| m.pid).collect(),
-            Self::Nats(p, _) => vec![p.pid],
+        let usages: Vec<Usage> = match self {
+            Self::Redis(r) => vec![r.usage()?],
+            Self::RedisCluster(masters) => masters
+                .iter()
+                .map(Redis::usage)
+                .collect::<anyhow::Result<_>>()?,
+            Self::Nats(p, _) => vec![procstat::process(p.pid)?],
             Self::Rabbitmq(_) => Vec::new(),
         };
         let mut total = Usage::default();
-        for pid in pids {
-            let u = procstat::process(pid)?;
+        for u in usages {
             total.memory_kib += u.memory_kib;
             total.cpu_secs += u.cpu_secs;
         }
