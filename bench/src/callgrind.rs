@@ -186,7 +186,7 @@ async fn count(
     let server = Server::Switchboard {
         hosts: vec![host],
         secret: c.secret().to_owned(),
-        redis: None,
+        broker: None,
     };
     let mut session = Session::open(server, &c.fleet(), conns, c.settle()).await?;
     let within = Duration::from_secs(600);

@@ -6,10 +6,10 @@ use std::{future::Future, path::PathBuf, time::Duration};
 use anyhow::{Context as _, bail};
 
 use crate::{
+    broker::{Broker, BrokerKind},
     fleet::FleetOptions,
     host::{Host, HostOptions},
     nchan::{Nchan, NchanOptions},
-    redis::Redis,
     report::{self, Row},
     scenario::{ChatRun, FanoutPlan, Session, Swapper},
     server::Server,
@@ -68,6 +68,9 @@ pub(crate) struct Common {
     /// The Redis server binary (clustered hosts).
     #[arg(long, default_value = "redis-server")]
     redis_server: PathBuf,
+    /// The NATS server binary (`cluster --broker nats`).
+    #[arg(long, default_value = "/usr/sbin/nats-server")]
+    nats_server: PathBuf,
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -265,9 +268,13 @@ pub(crate) struct ClusterArgs {
     common: Common,
     #[command(flatten)]
     fanout: FanoutOptions,
-    /// Hosts, joined through a Redis of the benchmark's own.
+    /// Hosts, joined through the broker.
     #[arg(long, default_value_t = 2)]
     nodes: usize,
+    /// The broker that joins them: a Redis, a three-master Redis Cluster or a NATS server of
+    /// the benchmark's own, or the machine's RabbitMQ.
+    #[arg(long, value_enum, default_value_t = BrokerKind::Redis)]
+    broker: BrokerKind,
     /// Connections, spread evenly over the hosts (idle, fan-out subscribers, chat clients).
     #[arg(long, default_value_t = 10_000)]
     conns: u64,
@@ -364,8 +371,8 @@ impl Common {
         Ok(path)
     }
 
-    /// Starts a server: `layout.hosts` Switchboard hosts serving `plugins` (joined through a
-    /// Redis of their own when `layout.cluster`), or nginx + nchan.
+    /// Starts a server: `layout.hosts` Switchboard hosts serving `plugins` (joined through
+    /// `layout.cluster`'s broker), or nginx + nchan.
     async fn start(
         &self,
         which: Which,
@@ -375,18 +382,13 @@ impl Common {
         match which {
             Which::Switchboard => {
                 let options = self.host_options()?;
-                let redis = match layout.cluster {
-                    true => Some(Redis::start(&self.redis_server).await?),
-                    false => None,
+                let broker = match layout.cluster {
+                    Some(kind) => {
+                        Some(Broker::start(kind, &self.redis_server, &self.nats_server).await?)
+                    }
+                    None => None,
                 };
-                let env: Vec<(String, String)> = match &redis {
-                    Some(r) => vec![
-                        ("SWITCHBOARD_CLUSTER__BROKER".into(), "redis".into()),
-                        ("SWITCHBOARD_CLUSTER__REDIS_URL".into(), r.url()),
-                        ("SWITCHBOARD_CLUSTER__NAME".into(), "bench".into()),
-                    ],
-                    None => Vec::new(),
-                };
+                let env = broker.as_ref().map(Broker::env).unwrap_or_default();
                 let mut started = Vec::new();
                 for _ in 0..layout.hosts.max(1) {
                     started.push(Host::start(&options, plugins, &env).await?);
@@ -394,7 +396,7 @@ impl Common {
                 Ok(Server::Switchboard {
                     hosts: started,
                     secret: self.secret.clone(),
-                    redis,
+                    broker,
                 })
             }
             Which::Nchan => {
@@ -436,8 +438,8 @@ impl Common {
 struct Layout {
     /// Switchboard hosts (at least one).
     hosts: usize,
-    /// Join the hosts through Redis.
-    cluster: bool,
+    /// The broker that joins the hosts, if any.
+    cluster: Option<BrokerKind>,
     /// nchan: one channel per connection instead of one shared channel.
     nchan_channel_per_connection: bool,
 }
@@ -445,7 +447,7 @@ struct Layout {
 impl Layout {
     const ONE: Layout = Layout {
         hosts: 1,
-        cluster: false,
+        cluster: None,
         nchan_channel_per_connection: false,
     };
 }
@@ -530,7 +532,7 @@ pub(crate) async fn idle(args: IdleArgs) -> anyhow::Result<()> {
     }
     let layout = Layout {
         hosts: args.hosts,
-        cluster: args.cluster,
+        cluster: args.cluster.then_some(BrokerKind::Redis),
         nchan_channel_per_connection: args.nchan_channel_per_connection,
     };
     c.measure_runs(&servers, layout, &[], args.conns, async |which, session| {
@@ -700,20 +702,20 @@ pub(crate) async fn compare(args: CompareArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// `cluster`: `nodes` hosts joined by Redis, connections spread over them; on the same
+/// `cluster`: `nodes` hosts joined by `broker`, connections spread over them; on the same
 /// connections: idle memory, fan-out maximum and at a fixed rate (published on the first host,
-/// so the others' subscribers are reached through Redis), then chat to random peers (most on
-/// another host).
+/// so the others' subscribers are reached through the broker), then chat to random peers
+/// (most on another host).
 pub(crate) async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let c = &args.common;
     check_fits(args.conns, args.nodes, "--nodes")?;
     let plugin = c.plugin("demo-chat")?;
     let layout = Layout {
         hosts: args.nodes.max(1),
-        cluster: true,
+        cluster: Some(args.broker),
         nchan_channel_per_connection: false,
     };
-    let prefix = format!("cluster {}x", layout.hosts);
+    let prefix = format!("cluster {}x {}", layout.hosts, args.broker.name());
     let chat = ChatRun {
         rate: args.chat_rate,
         warmup: Duration::from_secs(3),

@@ -16,13 +16,14 @@
 //! | [`callgrind`] | server instructions per delivery: the host under valgrind, counted around a fixed workload |
 //! | [`scenario`] | a [`scenario::Session`] (server + open connections) and its measurements |
 //! | [`server`] | the server under test: Switchboard hosts or nchan; publishing |
-//! | [`host`] / [`nchan`] / [`redis`] | starting and stopping a host / nginx + nchan / Redis |
+//! | [`host`] / [`nchan`] / [`redis`] / [`broker`] | starting and stopping a host / nginx + nchan / Redis / the broker of a cluster (Redis, Redis Cluster, NATS, RabbitMQ) |
 //! | [`fleet`] / [`worker`] | the load generator's child processes and their protocol |
 //! | [`wire`] | tokens, stamped payloads, opening a WebSocket from a chosen source address |
 //! | [`histogram`] | latency histograms that merge across processes |
 //! | [`procstat`] | server memory and CPU from `/proc` |
 //! | [`report`] | the table, medians and ratios |
 
+mod broker;
 mod callgrind;
 mod child;
 mod commands;
@@ -66,7 +67,7 @@ enum Command {
     Reload(commands::ReloadArgs),
     /// Idle and fan-out against Switchboard and nginx + nchan in one run, with ratios.
     Compare(commands::CompareArgs),
-    /// Idle, fan-out and chat across several hosts joined by Redis.
+    /// Idle, fan-out and chat across several hosts joined by a broker (`--broker`).
     Cluster(commands::ClusterArgs),
     /// A load-generating child process (started by the other commands).
     #[command(hide = true)]

@@ -1,5 +1,6 @@
 //! A Redis server of the benchmark's own for clustered hosts: `redis-server` in the foreground
-//! on a free loopback port, nothing saved to disk, its folder temporary.
+//! on a free loopback port, nothing saved to disk, its folder temporary; alone, or one master
+//! of a Redis Cluster ([`crate::broker`]).
 
 use std::{
     io::{Read as _, Write as _},
@@ -30,8 +31,30 @@ pub(crate) struct Redis {
 impl Redis {
     /// Starts `binary` and waits until it answers `PING`.
     pub(crate) async fn start(binary: &PathBuf) -> anyhow::Result<Self> {
+        Self::start_with(binary, free_port()?, &[]).await
+    }
+
+    /// Starts `binary` as a Redis Cluster master not yet joined to the others (on a port whose
+    /// cluster bus port, 10000 above, is free too), and waits until it answers `PING`.
+    pub(crate) async fn start_clustered(binary: &PathBuf) -> anyhow::Result<Self> {
+        let port = loop {
+            let port = free_port()?;
+            if port <= 55_535 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+                break port;
+            }
+        };
+        let cluster = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ];
+        Self::start_with(binary, port, &cluster).await
+    }
+
+    async fn start_with(binary: &PathBuf, port: u16, extra: &[&str]) -> anyhow::Result<Self> {
         let dir = temp_dir("redis")?;
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut command = Command::new(binary);
         command
             .args(["--bind", "127.0.0.1", "--port"])
@@ -39,6 +62,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             // Every host holds a subscriber and a publisher connection; clients are few.
             .args(["--maxclients", "1000"])
+            .args(extra)
             .arg("--dir")
             .arg(dir.path())
             .stdout(std::fs::File::create(dir.path().join("redis.log"))?)

@@ -12,10 +12,10 @@ use std::{
 use anyhow::bail;
 
 use crate::{
+    broker::Broker,
     host::{API_KEY, Host},
     nchan::Nchan,
     procstat::Usage,
-    redis::Redis,
     wire,
     worker::ServerKind,
 };
@@ -29,8 +29,9 @@ pub(crate) enum Server {
         hosts: Vec<Host>,
         /// The secret tokens are signed with.
         secret: String,
-        /// The Redis joining the hosts into a cluster (counted as part of the server).
-        redis: Option<Redis>,
+        /// The broker joining the hosts into a cluster (its processes counted as part of the
+        /// server).
+        broker: Option<Broker>,
     },
     /// nginx + nchan.
     Nchan {
@@ -73,13 +74,13 @@ impl Server {
         }
     }
 
-    /// Memory and CPU of the server (summed over every host and Redis, or nginx process).
+    /// Memory and CPU of the server (summed over every host and broker, or nginx process).
     pub(crate) fn usage(&self) -> anyhow::Result<Usage> {
         match self {
-            Server::Switchboard { hosts, redis, .. } => {
+            Server::Switchboard { hosts, broker, .. } => {
                 let mut total = Usage::default();
-                let redis = redis.as_ref().map(Redis::usage).transpose()?;
-                for u in hosts.iter().map(Host::usage).chain(redis.map(Ok)) {
+                let broker = broker.as_ref().map(Broker::usage).transpose()?;
+                for u in hosts.iter().map(Host::usage).chain(broker.map(Ok)) {
                     let u = u?;
                     total.memory_kib += u.memory_kib;
                     total.cpu_secs += u.cpu_secs;
@@ -133,12 +134,12 @@ impl Server {
     /// Stops every process.
     pub(crate) async fn stop(self) -> anyhow::Result<()> {
         match self {
-            Server::Switchboard { hosts, redis, .. } => {
+            Server::Switchboard { hosts, broker, .. } => {
                 for h in hosts {
                     h.stop().await?;
                 }
-                match redis {
-                    Some(r) => r.stop().await,
+                match broker {
+                    Some(b) => b.stop().await,
                     None => Ok(()),
                 }
             }

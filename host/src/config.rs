@@ -276,8 +276,12 @@ impl Default for PluginsConfig {
 pub struct ClusterConfig {
     /// `local` (single node, nothing to install), `redis`, `nats` or `rabbitmq`.
     pub broker: BrokerKind,
-    /// Redis URL for the `redis` broker, and for cluster presence with `presence = "redis"`.
-    pub redis_url: String,
+    /// Redis for the `redis` broker, and for cluster presence with `presence = "redis"`: one
+    /// URL (`"redis://host:6379"`, a single Redis with pub/sub), or a list of `redis://` URLs,
+    /// the seed nodes of a Redis Cluster (sharded pub/sub). A list always means a Redis
+    /// Cluster, even with one entry: the client learns every master from any seed it reaches;
+    /// name several so a node can start while one seed is down (1 to 64 entries).
+    pub redis_url: RedisUrl,
     /// NATS server URL for the `nats` broker (`nats://[user:password@]host[:port]`; several,
     /// comma-separated, for a NATS cluster).
     pub nats_url: String,
@@ -307,7 +311,8 @@ pub struct ClusterConfig {
     /// with NATS, in the other nodes' memory.
     pub presence_ttl_secs: u64,
     /// How often the broker checks its link, in milliseconds (100 to 60000): Redis PINGs its
-    /// connections, NATS sends a probe through the server. One unanswered within a second
+    /// connections (on a Redis Cluster, every master, and a probe goes through this node's
+    /// sharded channels), NATS sends a probe through the server. One unanswered within a second
     /// marks the broker down (`/readyz` 503).
     pub health_interval_ms: u64,
 }
@@ -316,7 +321,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             broker: BrokerKind::Local,
-            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_url: RedisUrl::One("redis://127.0.0.1:6379".into()),
             nats_url: "nats://127.0.0.1:4222".into(),
             amqp_url: ingest::DEFAULT_AMQP_URL.into(),
             amqp_queue_max_length: 10_000,
@@ -327,6 +332,29 @@ impl Default for ClusterConfig {
             node_id: None,
             presence_ttl_secs: 15,
             health_interval_ms: 1000,
+        }
+    }
+}
+
+/// `cluster.redis_url`: one Redis, or the seed nodes of a Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(
+    untagged,
+    expecting = "expected a redis:// URL (a string), or a list of redis:// URLs (the seed nodes of a Redis Cluster)"
+)]
+pub enum RedisUrl {
+    /// A single Redis (a string in the file).
+    One(String),
+    /// The seed nodes of a Redis Cluster (a list in the file).
+    Cluster(Vec<String>),
+}
+
+impl RedisUrl {
+    /// The URL of a single Redis; `None` for a Redis Cluster.
+    pub fn single(&self) -> Option<&str> {
+        match self {
+            Self::One(url) => Some(url),
+            Self::Cluster(_) => None,
         }
     }
 }

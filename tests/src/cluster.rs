@@ -1,7 +1,8 @@
-//! Real processes for cluster tests: a `redis-server` or `nats-server` of the test's own on a
-//! free port, or the machine's RabbitMQ (a cluster name of the test's own, reached directly or
-//! through a [`crate::proxy::Proxy`] the test can cut), and `switchboard serve` processes
-//! joined through it.
+//! Real processes for cluster tests: a `redis-server`, a Redis Cluster
+//! ([`crate::redis_cluster`]) or a `nats-server` of the test's own on free ports, or the
+//! machine's RabbitMQ (a cluster name of the test's own, reached directly or through a
+//! [`crate::proxy::Proxy`] the test can cut), and `switchboard serve` processes joined through
+//! it. [`Fabric`] is any of them, for the suite that runs on every broker.
 
 use std::{
     net::SocketAddr,
@@ -18,6 +19,8 @@ use crate::{
     client::Client,
     eventually, guests,
     host::{API_KEY, SECRET, token},
+    proxy::Proxy,
+    redis_cluster::RedisCluster,
 };
 
 /// A port nobody listens on right now.
@@ -50,22 +53,35 @@ pub fn require_redis() -> bool {
 
 /// A broker server the tests start, kill, freeze and restart on one fixed free port.
 #[derive(Debug)]
-struct ServerProcess {
-    port: u16,
+pub(crate) struct ServerProcess {
+    /// Its port on 127.0.0.1, kept across restarts.
+    pub(crate) port: u16,
     child: Option<Child>,
 }
 
 impl ServerProcess {
     fn new() -> Self {
-        Self {
-            port: free_port(),
-            child: None,
-        }
+        Self::on(free_port())
+    }
+
+    /// Not started yet; will listen on `port`.
+    pub(crate) fn on(port: u16) -> Self {
+        Self { port, child: None }
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the running process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let pid = self.pid().expect("the server runs");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
     }
 
     /// Kills the running process, if any (SIGKILL: no goodbye to its clients; it also ends a
     /// stopped one).
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -73,7 +89,7 @@ impl ServerProcess {
     }
 
     /// Kills the running process and starts `command` in its place, its output discarded.
-    fn replace(&mut self, mut command: Command) {
+    pub(crate) fn replace(&mut self, mut command: Command) {
         self.kill();
         let name = command.get_program().to_string_lossy().into_owned();
         let child = command
@@ -147,19 +163,28 @@ impl RedisServer {
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"]);
         self.process.replace(command);
-        let port = self.port;
-        eventually(PATIENCE, "redis to answer PING", async || {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()?;
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"PING\r\n").await.ok()?;
-            let mut buf = [0u8; 7];
-            s.read_exact(&mut buf).await.ok()?;
-            (&buf == b"+PONG\r\n").then_some(())
-        })
-        .await;
+        wait_redis_pong(self.port).await;
     }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+}
+
+/// Waits until the Redis on `port` answers PING.
+pub(crate) async fn wait_redis_pong(port: u16) {
+    eventually(PATIENCE, "redis to answer PING", async || {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).await.ok()?;
+        (&buf == b"+PONG\r\n").then_some(())
+    })
+    .await;
 }
 
 /// The `nats-server` binary: on the PATH, or where Debian puts it (`/usr/sbin`, not on every
@@ -223,12 +248,7 @@ impl NatsServer {
 
     /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
     pub fn signal(&self, signal: &str) {
-        let pid = self.process.pid().expect("nats-server runs");
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal}");
+        self.process.signal(signal);
     }
 
     /// Starts it again on the same port.
@@ -297,24 +317,39 @@ impl Rabbit {
     }
 }
 
-/// A broker a cluster test runs on, to start nodes joined through it.
+/// Every broker the cluster suite runs on, by the name [`Fabric::start`] takes.
+pub const BROKERS: [&str; 4] = ["redis", "redis-cluster", "nats", "rabbitmq"];
+
+/// A broker a cluster test runs on, to start nodes joined through it and to take it away and
+/// bring it back.
 #[derive(Debug)]
 pub enum Fabric {
     /// A `redis-server` of the test's own.
     Redis(RedisServer),
+    /// A three-master Redis Cluster of the test's own, and the master an outage takes away.
+    RedisCluster(RedisCluster, usize),
     /// A `nats-server` of the test's own.
     Nats(NatsServer),
-    /// The machine's RabbitMQ, under a cluster name of the test's own.
-    Rabbitmq(Rabbit),
+    /// The machine's RabbitMQ under a cluster name of the test's own, through a proxy of the
+    /// test's own (cut, it looks like a restart to the nodes; paused, like a silent broker).
+    Rabbitmq(Rabbit, Proxy),
 }
 
 impl Fabric {
-    /// Starts the broker (a name on RabbitMQ) named `broker`: `redis`, `nats` or `rabbitmq`.
+    /// Starts the broker (a name on RabbitMQ) named `broker`, one of [`BROKERS`].
     pub async fn start(broker: &str) -> Self {
         match broker {
             "redis" => {
                 require_redis();
                 Self::Redis(RedisServer::start().await)
+            }
+            "redis-cluster" => {
+                require_redis();
+                let cluster = RedisCluster::start().await;
+                // The master holding the cluster's presence (every node's cluster name is the
+                // default): an outage of it takes presence away as well as deliveries.
+                let victim = cluster.owner_of("{switchboard}");
+                Self::RedisCluster(cluster, victim)
             }
             "nats" => {
                 require_nats();
@@ -322,46 +357,139 @@ impl Fabric {
             }
             "rabbitmq" => {
                 require_rabbitmq();
-                Self::Rabbitmq(Rabbit::direct())
+                let proxy = Proxy::start(RABBITMQ).await;
+                Self::Rabbitmq(Rabbit::at(&proxy.addr()), proxy)
             }
             other => panic!("no broker {other}"),
         }
     }
 
+    /// The name [`Fabric::start`] took.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Redis(_) => "redis",
+            Self::RedisCluster(..) => "redis-cluster",
+            Self::Nats(_) => "nats",
+            Self::Rabbitmq(..) => "rabbitmq",
+        }
+    }
+
     /// Starts a node joined through this broker with the named guests, and waits until ready.
     pub async fn node(&self, node_id: &str, plugins: &[&str], env: &[(&str, &str)]) -> Node {
+        let node = self.spawn_node(node_id, plugins, env);
+        node.wait_ready().await;
+        node
+    }
+
+    /// Starts a node joined through this broker without waiting for it to be ready.
+    pub fn spawn_node(&self, node_id: &str, plugins: &[&str], env: &[(&str, &str)]) -> Node {
         match self {
-            Self::Redis(r) => Node::start(node_id, &r.url(), plugins, env).await,
-            Self::Nats(n) => Node::start_nats(node_id, &n.url(), plugins, env).await,
-            Self::Rabbitmq(r) => Node::start_rabbitmq(node_id, r, plugins, env).await,
+            Self::Redis(r) => Node::spawn(node_id, &r.url(), plugins, env),
+            Self::RedisCluster(c, _) => Node::spawn(node_id, &c.url(), plugins, env),
+            Self::Nats(n) => {
+                let mut env = env.to_vec();
+                let url = n.url();
+                env.push(("SWITCHBOARD_CLUSTER__BROKER", "nats"));
+                env.push(("SWITCHBOARD_CLUSTER__NATS_URL", &url));
+                Node::spawn(node_id, "redis://127.0.0.1:1", plugins, &env)
+            }
+            Self::Rabbitmq(r, _) => Node::spawn_rabbitmq(node_id, r, plugins, env),
+        }
+    }
+
+    /// Takes the broker away: kills the server (of a Redis Cluster, one master: the cluster
+    /// stops serving within its node timeout), or cuts RabbitMQ's proxy (every connection
+    /// closes, new ones are refused).
+    pub fn outage(&mut self) {
+        match self {
+            Self::Redis(r) => r.kill(),
+            Self::RedisCluster(c, victim) => c.kill(*victim),
+            Self::Nats(n) => n.kill(),
+            Self::Rabbitmq(_, proxy) => proxy.cut(),
+        }
+    }
+
+    /// Brings the broker back after [`Fabric::outage`] (on the same port; a Redis Cluster
+    /// master with its slots), and waits until it serves.
+    pub async fn recover(&mut self) {
+        match self {
+            Self::Redis(r) => r.restart().await,
+            Self::RedisCluster(c, victim) => c.restart(*victim).await,
+            Self::Nats(n) => n.restart().await,
+            Self::Rabbitmq(_, proxy) => proxy.restore().await,
+        }
+    }
+
+    /// Makes the broker stop answering while its connections stay open (`paused` true: the
+    /// server is stopped with SIGSTOP, or RabbitMQ's proxy stops forwarding), or lets it go on.
+    pub fn pause(&self, paused: bool) {
+        let signal = if paused { "STOP" } else { "CONT" };
+        match self {
+            Self::Redis(r) => r.signal(signal),
+            Self::RedisCluster(c, victim) => c.signal(*victim, signal),
+            Self::Nats(n) => n.signal(signal),
+            Self::Rabbitmq(_, proxy) => proxy.pause(paused),
         }
     }
 }
 
-/// The `switchboard` binary, built once per test process.
+/// Runs each named case (an `async fn(&str)` taking a broker name) as one test per broker in
+/// [`BROKERS`]: `redis::case`, `redis_cluster::case`, `nats::case`, `rabbitmq::case`.
+#[macro_export]
+macro_rules! for_each_broker {
+    ($($case:ident),* $(,)?) => {
+        $crate::for_each_broker!(@broker redis, "redis", $($case),*);
+        $crate::for_each_broker!(@broker redis_cluster, "redis-cluster", $($case),*);
+        $crate::for_each_broker!(@broker nats, "nats", $($case),*);
+        $crate::for_each_broker!(@broker rabbitmq, "rabbitmq", $($case),*);
+    };
+    (@broker $module:ident, $broker:literal, $($case:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($broker).await;
+                }
+            )*
+        }
+    };
+}
+
+/// The host binary the tests start: `switchboard-e2e`, the host's `main.rs` as a binary of
+/// this package (see tests/Cargo.toml), which `cargo test` of this package has built with the
+/// tests, from the same dependency graph. Elsewhere (not under `cargo test` of this package)
+/// it is built once per process, with the end-to-end tier's package set and features
+/// (scripts/test.sh), so nothing that tier built is compiled again.
 pub fn host_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        // This test runs from <target>/debug/deps/; the binary goes to <target>/debug/.
+        // A test runs from <target>/<profile>/deps/; binaries go to <target>/<profile>/.
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let bin = profile_dir.join("switchboard-e2e");
+        // Cargo sets the package name when it runs a test of this package, after building
+        // the package's binaries.
+        if std::env::var("CARGO_PKG_NAME").is_ok_and(|p| p == env!("CARGO_PKG_NAME"))
+            && bin.exists()
+        {
+            return bin;
+        }
         let target_dir = profile_dir.parent().unwrap().to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args([
                 "build",
-                "-p",
-                "switchboard",
-                "--bin",
-                "switchboard",
-                "--manifest-path",
+                "--workspace",
+                "--features",
+                "switchboard-tests/e2e",
             ])
+            .args(["--bin", "switchboard-e2e", "--manifest-path"])
             .arg(guests::repo_root().join("Cargo.toml"))
             .env("CARGO_TARGET_DIR", &target_dir)
             .status()
             .expect("cargo build");
         assert!(status.success(), "building the host binary");
-        profile_dir.join("switchboard")
+        bin
     })
     .clone()
 }
@@ -404,19 +532,6 @@ impl Node {
         self._dir.path().join("plugins")
     }
 
-    /// Starts a node joined to `nats_url` with the named guests, and waits until ready.
-    pub async fn start_nats(
-        node_id: &str,
-        nats_url: &str,
-        plugins: &[&str],
-        env: &[(&str, &str)],
-    ) -> Self {
-        let mut env = env.to_vec();
-        env.push(("SWITCHBOARD_CLUSTER__BROKER", "nats"));
-        env.push(("SWITCHBOARD_CLUSTER__NATS_URL", nats_url));
-        Self::start(node_id, "redis://127.0.0.1:1", plugins, &env).await
-    }
-
     /// Starts a node joined through RabbitMQ with the named guests, and waits until ready.
     pub async fn start_rabbitmq(
         node_id: &str,
@@ -455,17 +570,9 @@ impl Node {
         node
     }
 
-    /// Starts a node joined to `nats_url` without waiting for it to be ready.
-    pub fn spawn_nats(node_id: &str, nats_url: &str, plugins: &[&str]) -> Self {
-        let env = [
-            ("SWITCHBOARD_CLUSTER__BROKER", "nats"),
-            ("SWITCHBOARD_CLUSTER__NATS_URL", nats_url),
-        ];
-        Self::spawn(node_id, "redis://127.0.0.1:1", plugins, &env)
-    }
-
-    /// Starts a node process without waiting for it.
-    fn spawn(node_id: &str, redis_url: &str, plugins: &[&str], env: &[(&str, &str)]) -> Self {
+    /// Starts a node joined to `redis_url` (a URL, or a TOML list of a Redis Cluster's) without
+    /// waiting for it; `env` may choose another broker.
+    pub fn spawn(node_id: &str, redis_url: &str, plugins: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let plugins_dir = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins_dir).unwrap();

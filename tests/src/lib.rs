@@ -10,6 +10,7 @@ pub mod guests;
 pub mod host;
 pub mod java;
 pub mod proxy;
+pub mod redis_cluster;
 pub mod sse;
 
 use std::time::Duration;

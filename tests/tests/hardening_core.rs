@@ -341,7 +341,7 @@ async fn a_start_that_fails_after_the_broker_started_stops_the_cluster_tasks() {
     let mut config = base_config(file.path().join("plugins"));
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.cluster.broker = BrokerKind::Redis;
-    config.cluster.redis_url = redis.url();
+    config.cluster.redis_url = switchboard::config::RedisUrl::One(redis.url());
     config.cluster.node_id = Some("doomed".into());
     config.cluster.presence_ttl_secs = 3;
     config.cluster.health_interval_ms = 100;

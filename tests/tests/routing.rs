@@ -1,4 +1,4 @@
-//! Targeted routing on every broker: three nodes, and the per-node counters of what each
+//! Targeted routing on every broker (`redis`, `redis-cluster`, `nats`, `rabbitmq`): three nodes, and the per-node counters of what each
 //! received from the others show that a delivery to a user reaches only the node holding the
 //! user, while broadcasts reach every node.
 
@@ -6,8 +6,10 @@ use serde_json::json;
 use switchboard_tests::{
     PATIENCE,
     cluster::{Fabric, Node},
-    eventually, metric,
+    eventually, for_each_broker, metric,
 };
+
+for_each_broker!(per_user_deliveries_reach_only_the_node_holding_the_user);
 
 /// (targeted, broadcast) publications `node` has received from the other nodes.
 async fn received(node: &Node) -> (f64, f64) {
@@ -90,21 +92,6 @@ async fn per_user_deliveries_reach_only_the_node_holding_the_user(broker: &str) 
     );
     let (sender_targeted, sender_broadcast) = received(&sender).await;
     assert_eq!((sender_targeted, sender_broadcast), (0.0, 0.0));
-}
-
-#[tokio::test]
-async fn redis_per_user_deliveries_reach_only_the_node_holding_the_user() {
-    per_user_deliveries_reach_only_the_node_holding_the_user("redis").await;
-}
-
-#[tokio::test]
-async fn nats_per_user_deliveries_reach_only_the_node_holding_the_user() {
-    per_user_deliveries_reach_only_the_node_holding_the_user("nats").await;
-}
-
-#[tokio::test]
-async fn rabbitmq_per_user_deliveries_reach_only_the_node_holding_the_user() {
-    per_user_deliveries_reach_only_the_node_holding_the_user("rabbitmq").await;
 }
 
 #[tokio::test]

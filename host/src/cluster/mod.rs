@@ -2,7 +2,8 @@
 //!
 //! - [`local`]: the default; a cluster of one, nothing to install.
 //! - `health`: the link state every broker reports (`/readyz`, `switchboard_broker_up`).
-//! - [`redis`]: Redis pub/sub between nodes.
+//! - [`redis`]: Redis pub/sub between nodes; [`redis_cluster`]: sharded pub/sub on a Redis
+//!   Cluster; `redis_link`: the command connection to either, for presence and plugin state.
 //! - [`nats`]: core NATS subjects between nodes.
 //! - [`rabbitmq`]: a RabbitMQ exchange with a queue per node.
 //! - [`route`]: targeted routing, the one decision every broker follows: a delivery to
@@ -21,6 +22,8 @@ pub(crate) mod nats;
 pub(crate) mod presence;
 pub(crate) mod rabbitmq;
 pub(crate) mod redis;
+pub(crate) mod redis_cluster;
+pub(crate) mod redis_link;
 pub(crate) mod route;
 mod wanted;
 
@@ -34,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::{presence::ClusterPresence, route::Router};
 use crate::{
-    config::{BrokerKind, ClusterConfig, PresenceKind, Routing},
+    config::{BrokerKind, ClusterConfig, PresenceKind, RedisUrl, Routing},
     sessions::Registry,
     target::{Scope, Target},
     via::Via,
@@ -106,16 +109,16 @@ pub(crate) async fn join(
     let redis_presence =
         config.broker == BrokerKind::Redis || config.presence == PresenceKind::Redis;
     let presence = if redis_presence && config.broker != BrokerKind::Local {
-        let client =
-            ::redis::Client::open(config.redis_url.as_str()).context("cluster.redis_url")?;
+        let link = redis_link::connect(&config.redis_url, health::COMMAND_TIMEOUT)
+            .context("cluster.redis_url")?;
         let presence = presence::RedisPresence::start(
-            &client,
-            &config.name,
+            link,
+            &redis_link::key_prefix(&config.redis_url, &config.name),
             node_id.clone(),
             Duration::from_secs(config.presence_ttl_secs),
             registry.clone(),
             stop.clone(),
-        )?;
+        );
         Some(Arc::new(ClusterPresence::Redis(presence)))
     } else {
         None
@@ -127,17 +130,35 @@ pub(crate) async fn join(
     let joined = match config.broker {
         BrokerKind::Local => return Ok(None),
         BrokerKind::Redis => {
-            let client =
-                ::redis::Client::open(config.redis_url.as_str()).context("cluster.redis_url")?;
             let presence = presence.context("the redis broker keeps presence in redis")?;
-            let (broker, inbound) = redis::RedisBroker::start(
-                client,
-                &config.name,
-                node_id.clone(),
-                Duration::from_millis(config.health_interval_ms),
-                router(&presence),
-                stop,
-            )?;
+            let health_interval = Duration::from_millis(config.health_interval_ms);
+            let (broker, inbound): (Arc<dyn Broker>, _) = match &config.redis_url {
+                RedisUrl::One(url) => {
+                    let client =
+                        ::redis::Client::open(url.as_str()).context("cluster.redis_url")?;
+                    let (broker, inbound) = redis::RedisBroker::start(
+                        client,
+                        &config.name,
+                        node_id.clone(),
+                        health_interval,
+                        router(&presence),
+                        stop,
+                    )?;
+                    (broker, inbound)
+                }
+                RedisUrl::Cluster(urls) => {
+                    let (broker, inbound) = redis_cluster::ShardedBroker::start(
+                        urls,
+                        &config.name,
+                        node_id.clone(),
+                        health_interval,
+                        router(&presence),
+                        stop,
+                    )
+                    .context("cluster.redis_url")?;
+                    (broker, inbound)
+                }
+            };
             Joined {
                 broker,
                 inbound,

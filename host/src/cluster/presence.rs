@@ -2,7 +2,8 @@
 //! (and tells targeted routing where users are); [`RedisPresence`] keeps it in Redis
 //! (heartbeats over NATS or RabbitMQ: [`super::beats`]).
 //!
-//! In Redis, each node writes its own users, per (user type, tenant), as
+//! In Redis (one Redis, or a Redis Cluster where every key of a cluster shares one hash slot:
+//! see [`super::redis_link`]), each node writes its own users, per (user type, tenant), as
 //! hashes `user id → session count` with a TTL it keeps refreshing, and its heartbeat into the
 //! `<cluster>:nodes` sorted set. After sessions come or go it writes only the users that
 //! changed; the whole set is rewritten every third of the TTL and after a failed write.
@@ -20,15 +21,16 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use redis::aio::ConnectionManager;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::wanted::Wanted;
+use super::{redis_link::Link, wanted::Wanted};
 use crate::sessions::{Registry, UserKey};
 
 /// After a session comes or goes, wait this long for more changes before writing.
 const SYNC_DEBOUNCE: Duration = Duration::from_millis(100);
+/// After a failed write, wait this long before the next (a full rewrite).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(500);
 
 /// Cluster-wide presence through the cluster's broker. Every query answers `None` when the
 /// broker cannot be asked; the caller then falls back to this node's own sessions.
@@ -116,7 +118,8 @@ impl ClusterPresence {
 
 /// This node's presence in Redis, and queries across the cluster.
 pub(crate) struct RedisPresence {
-    con: ConnectionManager,
+    con: Link,
+    /// What every key starts with: the cluster name (hash-tagged on a Redis Cluster).
     cluster: String,
     node_id: Arc<str>,
     ttl: Duration,
@@ -151,16 +154,16 @@ impl RedisPresence {
     /// Starts writing this node's presence: after every registry change (debounced) and every
     /// third of the TTL. Stops and removes this node's entries when `stop` is cancelled.
     pub(crate) fn start(
-        client: &redis::Client,
-        cluster: &str,
+        con: Link,
+        key_prefix: &str,
         node_id: Arc<str>,
         ttl: Duration,
         registry: Arc<Registry>,
         stop: CancellationToken,
-    ) -> anyhow::Result<Arc<Self>> {
+    ) -> Arc<Self> {
         let presence = Arc::new(Self {
-            con: super::redis::connection_manager(client)?,
-            cluster: cluster.to_owned(),
+            con,
+            cluster: key_prefix.to_owned(),
             node_id,
             ttl: ttl.max(Duration::from_secs(3)),
             registry: registry.clone(),
@@ -168,7 +171,7 @@ impl RedisPresence {
         });
         registry.track_user_changes();
         tokio::spawn(sync_loop(presence.clone(), registry.changes(), stop));
-        Ok(presence)
+        presence
     }
 
     fn nodes_key(&self) -> String {
@@ -258,10 +261,7 @@ impl RedisPresence {
     }
 
     /// An atomic pipeline that starts by deleting every key this node wrote.
-    async fn clearing_pipeline(
-        &self,
-        con: &mut ConnectionManager,
-    ) -> redis::RedisResult<redis::Pipeline> {
+    async fn clearing_pipeline(&self, con: &mut Link) -> redis::RedisResult<redis::Pipeline> {
         let groups_key = self.groups_key(&self.node_id);
         let old: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&groups_key)
@@ -277,10 +277,7 @@ impl RedisPresence {
     }
 
     /// The other nodes whose heartbeat is younger than the TTL.
-    async fn other_live_nodes(
-        &self,
-        con: &mut ConnectionManager,
-    ) -> redis::RedisResult<Vec<String>> {
+    async fn other_live_nodes(&self, con: &mut Link) -> redis::RedisResult<Vec<String>> {
         let since = now_ms().saturating_sub(self.ttl.as_millis() as u64);
         let nodes: Vec<String> = redis::cmd("ZRANGEBYSCORE")
             .arg(self.nodes_key())
@@ -350,7 +347,7 @@ impl RedisPresence {
     /// The group keys of `user_type`, in every tenant, that `nodes` wrote.
     async fn group_keys_of_type(
         &self,
-        con: &mut ConnectionManager,
+        con: &mut Link,
         nodes: &[String],
         user_type: u32,
     ) -> redis::RedisResult<Vec<String>> {
@@ -521,7 +518,9 @@ async fn sync_loop(presence: Arc<RedisPresence>, changed: Arc<Notify>, stop: Can
                     () = tokio::time::sleep(debounce(written)) => {},
                 }
             }
-            () = tokio::time::sleep(refresh) => {},
+            // After a failed write, try again soon: a Redis that comes back (empty, after a
+            // restart) learns this node's users within a second, not a third of the TTL.
+            () = tokio::time::sleep(if failing { RETRY_AFTER_FAILURE.min(refresh) } else { refresh }) => {},
         }
     }
     if tokio::time::timeout(Duration::from_secs(2), presence.leave())

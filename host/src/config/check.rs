@@ -4,12 +4,14 @@
 
 use std::ops::RangeInclusive;
 
-use super::{BrokerKind, ClusterConfig, Invalid, ServerConfig};
+use super::{BrokerKind, ClusterConfig, Invalid, PresenceKind, RedisUrl, ServerConfig};
 
 /// Longest node id: it is part of every session id and Redis key of the node.
 pub(crate) const MAX_NODE_ID_LEN: usize = 64;
 /// Longest cluster name: it prefixes every Redis key and channel.
 pub(crate) const MAX_CLUSTER_NAME_LEN: usize = 64;
+/// Most seed nodes `cluster.redis_url` may list for a Redis Cluster.
+pub(super) const MAX_REDIS_SEEDS: usize = 64;
 /// Longest `cluster.nats_url` (all servers together), and longest AMQP URL.
 pub(super) const MAX_NATS_URL_LEN: usize = 4096;
 
@@ -145,6 +147,11 @@ pub(super) fn cluster(c: &ClusterConfig) -> Result<(), Invalid> {
     if let Some(id) = &c.node_id {
         name("cluster.node_id", id, MAX_NODE_ID_LEN)?;
     }
+    let uses_redis = c.broker == BrokerKind::Redis
+        || (c.broker != BrokerKind::Local && c.presence == PresenceKind::Redis);
+    if uses_redis {
+        redis_url(&c.redis_url)?;
+    }
     if c.broker == BrokerKind::Nats {
         nats_url(&c.nats_url)?;
     }
@@ -183,6 +190,63 @@ pub(super) fn amqp_url(key: &str, url: &str) -> Result<(), Invalid> {
     url.parse::<lapin::uri::AMQPUri>()
         .map(drop)
         .map_err(|e| Invalid::new(key, format!("{url:?} is not an AMQP URL ({e}); {FIX}")))
+}
+
+/// `cluster.redis_url`: a URL the Redis client accepts, or 1 to [`MAX_REDIS_SEEDS`] distinct
+/// `redis://` URLs of a Redis Cluster's nodes (database 0 only: a cluster has no other).
+fn redis_url(value: &RedisUrl) -> Result<(), Invalid> {
+    const KEY: &str = "cluster.redis_url";
+    let parse = |url: &str, fix: &str| {
+        if url.len() > MAX_NATS_URL_LEN {
+            return Err(Invalid::new(
+                KEY,
+                format!("is longer than {MAX_NATS_URL_LEN} characters; shorten it"),
+            ));
+        }
+        redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|e| Invalid::new(KEY, format!("{url:?} is not a Redis URL ({e}); {fix}")))
+    };
+    match value {
+        RedisUrl::One(url) => parse(url, "use redis://[:password@]host[:port][/db]").map(drop),
+        RedisUrl::Cluster(urls) => {
+            const FIX: &str = "list the Redis Cluster's nodes as redis://[:password@]host:port, \
+                               or give one URL (a string) for a single Redis";
+            if urls.is_empty() {
+                return Err(Invalid::new(KEY, format!("the list is empty; {FIX}")));
+            }
+            if urls.len() > MAX_REDIS_SEEDS {
+                return Err(Invalid::new(
+                    KEY,
+                    format!(
+                        "lists {} nodes; at most {MAX_REDIS_SEEDS} seeds are needed (the client learns the others from any of them)",
+                        urls.len()
+                    ),
+                ));
+            }
+            for (i, url) in urls.iter().enumerate() {
+                if !url.starts_with("redis://") {
+                    return Err(Invalid::new(
+                        KEY,
+                        format!("{url:?}: a Redis Cluster is reached over redis:// only; {FIX}"),
+                    ));
+                }
+                let info = parse(url, FIX)?;
+                if info.redis_settings().db() != 0 {
+                    return Err(Invalid::new(
+                        KEY,
+                        format!(
+                            "{url:?} names database {}; a Redis Cluster has only database 0: drop the /db",
+                            info.redis_settings().db()
+                        ),
+                    ));
+                }
+                if urls[..i].contains(url) {
+                    return Err(Invalid::new(KEY, format!("{url:?} is listed twice")));
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `cluster.nats_url`: one or more comma-separated `nats://` URLs. TLS (`tls://`) and

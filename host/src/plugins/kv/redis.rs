@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
+
+use crate::{cluster::redis_link::Link, config::RedisUrl};
 
 use super::{KvError, LIST_PAGE, Page, Quota, Space};
 
@@ -129,7 +131,8 @@ impl Scripts {
 
 /// Plugin state in Redis.
 pub(super) struct RedisState {
-    con: ConnectionManager,
+    /// One Redis or a Redis Cluster (a namespace's keys share the slot of its `{ns}` tag).
+    con: Link,
     /// The cluster name: the first part of every key.
     prefix: String,
     quota: Quota,
@@ -148,20 +151,13 @@ impl std::fmt::Debug for RedisState {
 impl RedisState {
     /// Connects lazily: a Redis that is down now fails operations, not the host's start.
     pub(super) fn new(
-        url: &str,
+        url: &RedisUrl,
         cluster: &str,
         quota: Quota,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)
+        let con = crate::cluster::redis_link::connect(url, timeout)
             .map_err(|e| anyhow::anyhow!("cluster.redis_url for plugin state: {e}"))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let con = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| anyhow::anyhow!("plugin state connection: {e}"))?;
         Ok(Self {
             con,
             prefix: cluster.to_owned(),
