@@ -150,6 +150,19 @@ impl Session {
         }
     }
 
+    /// The span its connection runs in: every log line about the session (and about plugin
+    /// calls it makes) carries its id, user and tenant (JSON logs list them as span fields).
+    /// At the ERROR level so that any filter that lets a line through keeps its context.
+    pub(crate) fn span(&self) -> tracing::Span {
+        tracing::error_span!(
+            "session",
+            session = %self.id,
+            user_type = self.principal.user_type,
+            user = %self.principal.user_id,
+            tenant = self.principal.tenant_id.as_deref().unwrap_or(""),
+        )
+    }
+
     /// Asks the connection to close with `code`. The first code asked for wins.
     pub(crate) fn close(&self, code: u16) {
         let _ = self

@@ -442,3 +442,44 @@ async fn a_drained_node_sends_its_clients_to_the_other_node_spread_over_the_peri
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn json_log_lines_about_a_session_name_it_its_user_tenant_and_plugin() {
+    let node = Node::start_local(&["targets"], &[("SWITCHBOARD_SERVER__LOG_FORMAT", "json")]).await;
+    let mut client = node.connect("u7", 2, Some("t9")).await;
+    let session_id = client.session_id().to_owned();
+    client
+        .send(
+            "log",
+            json!({"lines": 0, "text": "a line from the listener"}),
+        )
+        .await;
+    client.expect("logged").await;
+    let line: Value = eventually(PATIENCE, "the listener's log line", async || {
+        let log = node.log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("a line from the listener"))?;
+        serde_json::from_str(line).ok()
+    })
+    .await;
+    let plugin = line["fields"]["plugin"].as_str().unwrap_or_default();
+    assert!(plugin.starts_with("targets@"), "{line}");
+    let span = &line["span"];
+    assert_eq!(
+        (
+            &span["name"],
+            &span["session"],
+            &span["user"],
+            &span["tenant"]
+        ),
+        (
+            &json!("session"),
+            &json!(session_id),
+            &json!("u7"),
+            &json!("t9")
+        ),
+        "{line}"
+    );
+    assert_eq!(span["user_type"], 2, "{line}");
+}

@@ -25,6 +25,8 @@ use axum::{
 use http::StatusCode;
 use serde_json::json;
 
+use tracing::Instrument as _;
+
 use crate::http_error::ApiError;
 use crate::{
     auth::Principal,
@@ -93,9 +95,11 @@ pub(super) async fn dispatch(
     };
     // One at a time per session, in arrival order, with the session's WebSocket frames.
     let _turn = gate.turn().await;
+    let span = session.span();
     state
         .dispatcher
         .dispatch(session, msg_type, content)
+        .instrument(span)
         .await
         .map_err(status_of)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "dispatched": true }))))

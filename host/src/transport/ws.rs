@@ -25,6 +25,7 @@ use futures_util::{
 };
 use http::HeaderMap;
 use tokio::{sync::mpsc, time::Instant};
+use tracing::Instrument as _;
 
 use super::{ConnectionGauge, Work, admit, greet, read_text, report, run};
 use crate::{
@@ -82,9 +83,10 @@ pub(crate) async fn upgrade(
         ws = ws.protocols([protocol]);
     }
     let tracker = state.tracker.clone();
+    let span = admitted.session().span();
     ws.on_upgrade(move |socket| {
         // Tracked so shutdown can wait for every connection to flush and close.
-        tracker.track_future(async move {
+        let connection = async move {
             let session = admitted.session().clone();
             let halves = socket.split();
             serve(
@@ -99,7 +101,8 @@ pub(crate) async fn upgrade(
             .await;
             drop(admitted.permit);
             drop(admitted.conn);
-        })
+        };
+        tracker.track_future(connection.instrument(span))
     })
 }
 
