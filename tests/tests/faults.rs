@@ -18,7 +18,7 @@ use serde_json::json;
 use switchboard_tests::{
     PATIENCE,
     client::Client,
-    cluster::{self, Node, RedisServer, require_redis},
+    cluster::{Node, RedisServer, require_redis},
     eventually,
     host::{SECRET, token},
     metric,
