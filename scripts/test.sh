@@ -38,7 +38,9 @@ cargo test --workspace --features switchboard-tests/e2e "$@"
 
 echo "== browser test"
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build -p switchboard
+# The workspace's feature set, as the tiers above: `-p switchboard` alone would compile
+# wasmtime once more with other features.
+cargo build --workspace --features switchboard-tests/e2e --bin switchboard
 scripts/build-plugins.sh "$target_dir/plugins-dist" >/dev/null
 SWITCHBOARD_BIN="$target_dir/debug/switchboard" SWITCHBOARD_PLUGINS_DIR="$target_dir/plugins-dist" \
     SWITCHBOARD_SCREENSHOT="${SWITCHBOARD_SCREENSHOT:-$target_dir/browser-screenshot.png}" \
