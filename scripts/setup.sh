@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need, when it is missing: the wasm32-wasip2 Rust
-# target, and redis-server and nats-server (the end-to-end tests start their own).
+# target, redis-server and nats-server (the end-to-end tests start their own), and
+# systemd-analyze (the install test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,9 @@ command -v redis-server >/dev/null 2>&1 || scripts/apt-install.sh redis-server
 if ! command -v nats-server >/dev/null 2>&1 && [ ! -x /usr/sbin/nats-server ]; then
     scripts/apt-install.sh nats-server
 fi
+
+# The install test checks the systemd unit with `systemd-analyze verify`.
+command -v systemd-analyze >/dev/null 2>&1 || scripts/apt-install.sh systemd
 
 # The ingest tests publish what yudao and RuoYi-Vue-Plus publish with a small Java program
 # (tests/java) built against Debian's Jackson and RabbitMQ client jars.
