@@ -62,6 +62,12 @@ pub(crate) fn apply(state: &AppState, new: &Config) -> anyhow::Result<Report> {
             merged.auth = running.auth.clone();
         }
     }
+    // Each provider's re-check task keeps the period it started with.
+    let (restart, applied): (Vec<String>, Vec<String>) = std::mem::take(&mut report.applied)
+        .into_iter()
+        .partition(|k| k.ends_with(".recheck_interval_secs"));
+    report.applied = applied;
+    report.needs_restart.extend(restart);
     let server = &merged.server;
     if let Some(set) = &state.log_filter
         && server.log_filter != running.server.log_filter
@@ -211,6 +217,7 @@ mod tests {
 
     #[test]
     fn a_whole_auth_section_is_live() {
+        // (Except the re-check period, which `apply` reports as needing a restart.)
         let running = config("");
         let new = config("[auth]\njwt_secret = \"0123456789abcdef0123\"\n");
         let (merged, report) = merge(&running, &new).unwrap();
