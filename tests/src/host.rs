@@ -172,6 +172,19 @@ impl TestHost {
         std::fs::rename(&tmp, self.plugins_dir.join(format!("{name}.wasm"))).unwrap();
     }
 
+    /// Waits up to `within` until plugin `name` is loaded and serving.
+    pub async fn wait_loaded(&self, name: &str, within: Duration) {
+        eventually(within, &format!("{name} to load"), async || {
+            let list = self.plugins().await;
+            list["plugins"]
+                .as_array()?
+                .iter()
+                .any(|p| p["name"] == name)
+                .then_some(())
+        })
+        .await;
+    }
+
     /// The plugin status list from `GET /api/v1/plugins`.
     pub async fn plugins(&self) -> Value {
         let (status, body) = self.get("/api/v1/plugins").await;

@@ -23,15 +23,7 @@ async fn host_configured(sidecar: &str, edit: impl FnOnce(&mut Config)) -> TestH
     std::fs::write(host.plugins_dir.join("http-client.toml"), sidecar).unwrap();
     let bytes = std::fs::read(guests::path("http-client")).unwrap();
     host.install_plugin("http-client", &bytes);
-    eventually(PATIENCE * 3, "http-client to load", async || {
-        let list = host.plugins().await;
-        list["plugins"]
-            .as_array()?
-            .iter()
-            .any(|p| p["name"] == "http-client")
-            .then_some(())
-    })
-    .await;
+    host.wait_loaded("http-client", PATIENCE * 3).await;
     host
 }
 
@@ -344,15 +336,7 @@ async fn js_notes(backend: &Backend, allowed: &str, path: &str) -> TestHost {
     let host = TestHost::start(&[]).await;
     write_js_notes_sidecar(&host, backend, allowed, path);
     host.install_plugin("js-notes", &guests::prebuilt("polyglot-dist/js-notes.wasm"));
-    eventually(PATIENCE * 6, "js-notes to load", async || {
-        let list = host.plugins().await;
-        list["plugins"]
-            .as_array()?
-            .iter()
-            .any(|p| p["name"] == "js-notes")
-            .then_some(())
-    })
-    .await;
+    host.wait_loaded("js-notes", PATIENCE * 6).await;
     host
 }
 
@@ -431,15 +415,7 @@ async fn a_javascript_listener_posts_a_note_and_replies_with_its_id() {
 async fn javascript_promises_and_timers_end_with_the_call() {
     let host = TestHost::start(&[]).await;
     host.install_plugin("js-timers", &guests::prebuilt("js-test/js-timers.wasm"));
-    eventually(PATIENCE * 6, "js-timers to load", async || {
-        let list = host.plugins().await;
-        list["plugins"]
-            .as_array()?
-            .iter()
-            .any(|p| p["name"] == "js-timers")
-            .then_some(())
-    })
-    .await;
+    host.wait_loaded("js-timers", PATIENCE * 6).await;
     let mut c = host.connect("1", 2, None).await;
     // A timer awaited inside the handler fires.
     c.send("timer-await", json!({})).await;
